@@ -1,0 +1,119 @@
+"""Input stems and output heads, one pair per ``HeadSpec.kind``.
+
+A stem turns the raw input into tokens ``(B, L, D)``; a head turns the final tokens into the
+task's output. Both count their own FLOPs so ``Model.flops`` is complete.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from search_spaces.arch import Arch
+from search_spaces.ops.base import linear_flops
+
+
+class LearnedPositions(nn.Module):
+    """Adds a learned absolute position embedding (GPT-2/BERT style)."""
+
+    def __init__(self, max_len: int, dim: int) -> None:
+        super().__init__()
+        self.embedding = nn.Parameter(torch.zeros(max_len, dim))
+        nn.init.trunc_normal_(self.embedding, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.embedding[: x.shape[1]]
+
+
+def _positions(arch: Arch) -> nn.Module:
+    return (
+        LearnedPositions(arch.max_len, arch.dim)
+        if arch.pos_embedding == "learned"
+        else nn.Identity()
+    )
+
+
+class TokenStem(nn.Module):
+    """Token ids (B, L) -> embeddings (B, L, D)."""
+
+    def __init__(self, arch: Arch) -> None:
+        super().__init__()
+        self.max_len = arch.max_len
+        self.embed = nn.Embedding(arch.head.vocab_size, arch.dim)
+        self.positions = _positions(arch)
+        nn.init.normal_(self.embed.weight, std=0.02)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.dim() != 2 or tokens.dtype not in (torch.int64, torch.int32):
+            raise ValueError(
+                f"expected integer token ids of shape (B, L), got {tuple(tokens.shape)} {tokens.dtype}"
+            )
+        if tokens.shape[1] > self.max_len:
+            raise ValueError(
+                f"sequence length {tokens.shape[1]} exceeds the model's max_len {self.max_len}"
+            )
+        return self.positions(self.embed(tokens))
+
+    def flops(self, seq_len: int) -> int:
+        return 0
+
+
+class PatchStem(nn.Module):
+    """Images (B, C, H, W) -> patch tokens (B, H/p * W/p, D), row-major over the grid (ViT)."""
+
+    def __init__(self, arch: Arch) -> None:
+        super().__init__()
+        h = arch.head
+        self.proj = nn.Conv2d(h.in_chans, arch.dim, kernel_size=h.patch_size, stride=h.patch_size)
+        self.positions = _positions(arch)
+        self._flops = linear_flops(h.in_chans * h.patch_size**2, arch.dim, arch.max_len)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.proj(images)  # (B, D, h, w)
+        return self.positions(x.flatten(2).transpose(1, 2))  # (B, h*w, D)
+
+    def flops(self, seq_len: int) -> int:
+        return self._flops
+
+
+class LMHead(nn.Module):
+    """Tokens (B, L, D) -> next-token logits (B, L, V)."""
+
+    def __init__(self, arch: Arch) -> None:
+        super().__init__()
+        self.proj = nn.Linear(arch.dim, arch.head.vocab_size, bias=False)
+        nn.init.normal_(self.proj.weight, std=0.02)
+
+    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.proj(x)
+
+    def flops(self, seq_len: int) -> int:
+        return linear_flops(self.proj.in_features, self.proj.out_features, seq_len)
+
+
+class ClassifierHead(nn.Module):
+    """Tokens (B, L, D) -> class logits (B, C), by the mean over real (unpadded) tokens."""
+
+    def __init__(self, arch: Arch) -> None:
+        super().__init__()
+        self.proj = nn.Linear(arch.dim, arch.head.num_classes)
+        nn.init.zeros_(self.proj.bias)
+        nn.init.normal_(self.proj.weight, std=0.02)
+
+    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if padding_mask is None:
+            pooled = x.mean(1)  # (B, D)
+        else:
+            w = padding_mask.to(x.dtype).unsqueeze(-1)  # (B, L, 1)
+            pooled = (x * w).sum(1) / w.sum(1).clamp_min(1.0)
+        return self.proj(pooled)
+
+    def flops(self, seq_len: int) -> int:
+        return linear_flops(self.proj.in_features, self.proj.out_features, 1)
+
+
+HEAD_TYPES: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
+    "lm": (TokenStem, LMHead),
+    "seq_cls": (TokenStem, ClassifierHead),
+    "image_cls": (PatchStem, ClassifierHead),
+}
