@@ -17,12 +17,13 @@ import argparse
 import math
 import statistics
 import sys
+from pathlib import Path
 
 import torch
 from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 from benchmarks.common import command_line, header, peak_memory_bytes, write_section  # noqa: E402
 from search_spaces import create_op, list_ops  # noqa: E402
 
