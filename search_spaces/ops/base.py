@@ -29,6 +29,14 @@ class Operator(nn.Module, abc.ABC):
     def flops(self, seq_len: int) -> int:
         """Analytic forward FLOPs for one sequence of ``seq_len`` tokens."""
 
+    def fused_segments(self) -> dict[str, tuple[int, tuple[int, ...]]]:
+        """Parameters that concatenate several tensors along one axis: ``{name: (axis, sizes)}``.
+
+        Weight sharing takes a smaller operator's weights as the leading slice of a larger one's;
+        a fused parameter (e.g. one ``in_proj`` producing z, x, B, C) is sliced per segment
+        instead. Operators without fused parameters keep this default."""
+        return {}
+
 
 def zero_padded(x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
     """``x`` (B, L, ...) with the positions where ``padding_mask`` is False set to zero."""

@@ -186,6 +186,11 @@ class GatedConv(Operator):
         short = 2 * self.short_kernel * 3 * self.dim * seq_len
         return proj + short + self.filter.flops(seq_len)
 
+    def fused_segments(self) -> dict[str, tuple[int, tuple[int, ...]]]:
+        three = (0, (self.dim,) * 3)  # rows/channels of (v, x1, x2)
+        names = ("in_proj.weight", "in_proj.bias", "short_conv.weight", "short_conv.bias")
+        return dict.fromkeys(names, three)
+
     def flops(self, seq_len: int) -> int:
         gating = 4 * self.dim * seq_len  # x1 * v, bias * s + conv, x2 * y
         return self.matmul_flops(seq_len) + fft_long_conv_flops(self.dim, seq_len) + gating

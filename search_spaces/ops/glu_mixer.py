@@ -55,6 +55,10 @@ class GluMixer(Operator):
         v = w @ z + self.spatial_bias[:L, None]  # (B, L, hidden)
         return self.out_proj(u * v)  # (B, L, D)
 
+    def fused_segments(self) -> dict[str, tuple[int, tuple[int, ...]]]:
+        hidden = self.in_proj.out_features // 2
+        return dict.fromkeys(("in_proj.weight", "in_proj.bias"), (0, (hidden, hidden)))  # (u, z)
+
     def flops(self, seq_len: int) -> int:
         """Projections plus the position-mixing matmul ``2 L² hidden``. The causal form multiplies
         the full masked ``W``, so it is counted in full. Elementwise work (GELU, LayerNorm,

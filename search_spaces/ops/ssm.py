@@ -168,6 +168,15 @@ class SelectiveSSM(Operator):
         y = ssd_scan(xs, dt, A, Bm, Cm, self.D, self.chunk_size)
         return flip(y.reshape(B_, L, self.d_inner), 1)  # (B, L, d_inner)
 
+    def fused_segments(self) -> dict[str, tuple[int, tuple[int, ...]]]:
+        n, d = self.d_state, self.d_inner
+        conv = (0, (d, n, n))  # channels of (x, B, C)
+        return {
+            "in_proj.weight": (0, (d, d, n, n, self.heads)),  # rows of (z, x, B, C, dt)
+            "conv1d.weight": conv,
+            "conv1d.bias": conv,
+        }
+
     def flops(self, seq_len: int) -> int:
         proj = linear_flops(self.dim, self.in_proj.out_features, seq_len)
         proj += linear_flops(self.d_inner, self.dim, seq_len)
