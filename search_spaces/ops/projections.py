@@ -58,7 +58,8 @@ class AttentionProjections(Operator):
 
     def expand_kv(self, t: torch.Tensor) -> torch.Tensor:
         """Repeat key/value heads for grouped-query attention: (B, H_kv, ...) -> (B, H, ...)."""
-        return t.repeat_interleave(self.heads // self.kv_heads, dim=1)
+        group = self.heads // self.kv_heads
+        return t if group == 1 else t.repeat_interleave(group, dim=1)
 
     def merge(self, y: torch.Tensor) -> torch.Tensor:
         """(B, H, L, hd) -> output projection -> (B, L, D)."""
