@@ -137,6 +137,7 @@ class SearchSpace:
         if unknown:
             raise SpaceError(source, sorted(unknown)[0], f"one of {sorted(known)}", "unknown field")
         self.source = source
+        self.data = dict(data)  # as given, so a supernet or a run can record and rebuild it
         self.name = str(data.get("name") or Path(source).stem)
         self.description = str(data.get("description", ""))
         self.head_dim = data.get("head_dim", 64)

@@ -36,9 +36,12 @@ class SoftmaxAttention(AttentionProjections):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.merge(y)  # (B, L, D)
 
+    def sdpa_flops(self, seq_len: int) -> int:
+        """The part of ``flops`` computed inside ``scaled_dot_product_attention``."""
+        return attention_core_flops(seq_len, self.heads, self.head_dim, self.causal)
+
     def flops(self, seq_len: int) -> int:
-        core = attention_core_flops(seq_len, self.heads, self.head_dim, self.causal)
-        return self.projection_flops(seq_len) + core
+        return self.projection_flops(seq_len) + self.sdpa_flops(seq_len)
 
 
 @register_op("sqa", kind="mixer")

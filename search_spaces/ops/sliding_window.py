@@ -115,7 +115,11 @@ class SlidingWindowAttention(AttentionProjections):
         y = y.view(B, H, n * block, hd)[:, :, :L]  # (B, H, L, hd)
         return self.merge(y)  # (B, L, D)
 
-    def flops(self, seq_len: int) -> int:
+    def sdpa_flops(self, seq_len: int) -> int:
+        """The part of ``flops`` computed inside ``scaled_dot_product_attention``."""
         block, n, before, after = self.layout(seq_len)
         pairs = n * block * (before + 1 + after) * block  # (query, key) pairs computed
-        return self.projection_flops(seq_len) + 4 * pairs * self.head_dim * self.heads
+        return 4 * pairs * self.head_dim * self.heads
+
+    def flops(self, seq_len: int) -> int:
+        return self.projection_flops(seq_len) + self.sdpa_flops(seq_len)

@@ -93,3 +93,17 @@ def test_derived_fields() -> None:
     assert looped.causal and looped.depth == 1 + 2 * 3 + 1
     pool = load_arch("poolformer")
     assert not pool.causal and pool.grid == (8, 8) and pool.max_len == 64
+
+
+def test_user_config_directory_is_searched_first(tmp_path, monkeypatch) -> None:
+    (tmp_path / "arch").mkdir()
+    arch = load_arch("transformer").replace(dim=128)
+    arch.save(tmp_path / "arch" / "my_model.yaml")
+    monkeypatch.setenv("NAS_CONFIG_PATH", str(tmp_path))
+    assert "my_model" in available("arch")
+    assert load_arch("my_model") == arch
+
+
+def test_missing_preset_lists_available() -> None:
+    with pytest.raises(FileNotFoundError, match="transformer"):
+        load_arch("no_such_model")

@@ -62,3 +62,17 @@ def test_bad_head_counts_are_reported() -> None:
         create_op("softmax", 32, heads=4, kv_heads=3)
     with pytest.raises(ValueError, match="q_heads <= heads"):
         create_op("sqa", 32, heads=4, q_heads=8)
+
+
+def test_attention_flop_formula_matches_counter_on_the_naive_form() -> None:
+    """The counter sees 0 FLOPs inside CPU SDPA, so check the formula on explicit matmuls."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    L = 40
+    full = create_op("softmax", 32, causal=False, heads=4, kv_heads=2, head_dim=8)
+    x = torch.randn(1, L, 32)
+    with FlopCounterMode(display=False) as counter:
+        naive_attention(full, x, causal=False)
+    assert counter.get_total_flops() == full.flops(L)
+    causal = create_op("softmax", 32, causal=True, heads=4, kv_heads=2, head_dim=8)
+    assert causal.sdpa_flops(L) * 2 * L == full.sdpa_flops(L) * (L + 1)  # L(L+1)/2 of L² pairs

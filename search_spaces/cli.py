@@ -1,0 +1,103 @@
+"""What every command line of the platform shares: composing the Hydra config from ``conf/``,
+loading the space named by ``+space=``, importing user plugins, and turning user errors into one
+clear line on stderr with exit status 2 (``NAS_TRACEBACK=1`` shows the traceback instead).
+
+Commands compose their config with Hydra's compose API rather than ``@hydra.main`` so that they
+control error reporting and never change the working directory.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from hydra import compose, initialize_config_module
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from search_spaces.config_paths import ENV_VAR, available, config_dirs
+from search_spaces.space import SearchSpace, load_space
+
+USER_ERRORS = (ValueError, FileNotFoundError, KeyError, HydraException, OmegaConfBaseException)
+
+
+class UsageError(Exception):
+    """A mistake in how a command was called; reported as one line, exit status 2."""
+
+
+def compose_config(config_name: str, argv: Sequence[str]) -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` with command-line ``key=value`` overrides.
+
+    ``+space=PATH.yaml`` (an existing file) is accepted besides ``+space=NAME``; user config
+    directories in ``NAS_CONFIG_PATH`` are searched before the packaged ``conf``."""
+    overrides = []
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if (
+            key.lstrip("+") == "space"
+            and Path(value).suffix in (".yaml", ".yml")
+            and Path(value).is_file()
+        ):
+            arg = f"+space_file={Path(value).resolve()}"
+        overrides.append(arg)
+    user_dirs = [str(d) for d in config_dirs()[:-1]]
+    if user_dirs:
+        overrides.append(f"hydra.searchpath=[{','.join('file://' + d for d in user_dirs)}]")
+    with initialize_config_module(config_module="conf", version_base=None):
+        return compose(config_name=config_name, overrides=overrides)
+
+
+def import_plugins(cfg: DictConfig) -> None:
+    """Import the user's modules listed in ``plugins`` (their operators register on import)."""
+    for module in cfg.get("plugins") or []:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise UsageError(f"plugin {module!r} could not be imported: {e}") from None
+
+
+def space_from_config(cfg: DictConfig) -> SearchSpace:
+    """The space chosen with ``+space=NAME`` (composed into ``cfg.space``) or ``+space=FILE``."""
+    if cfg.get("space_file"):
+        return load_space(cfg.space_file)
+    if cfg.get("space") is None:
+        raise UsageError(
+            f"choose a search space with +space=NAME; available: {', '.join(available('space'))}"
+        )
+    data = OmegaConf.to_container(cfg.space, resolve=True)
+    return SearchSpace(data, source=f"conf/space/{data.get('name', '?')}.yaml")
+
+
+def run_cli(
+    main: Callable[[DictConfig], int | None], config_name: str, argv: Sequence[str] | None = None
+) -> int:
+    """Compose the config and run ``main``; user errors become one line and exit status 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        cfg = compose_config(config_name, argv)
+        return int(main(cfg) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (UsageError, *USER_ERRORS) as e:
+        if os.environ.get("NAS_TRACEBACK"):
+            raise
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "Could not find 'space/" in str(e) or "Could not load 'space/" in str(e):
+            message = f"unknown search space; available: {', '.join(available('space'))} (or +space=path/to/space.yaml)"
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+__all__ = [
+    "ENV_VAR",
+    "UsageError",
+    "compose_config",
+    "import_plugins",
+    "run_cli",
+    "space_from_config",
+]

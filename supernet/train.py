@@ -1,0 +1,148 @@
+"""``python -m supernet.train +space=NAME [task=NAME] [train.max_steps=N] [out=DIR]``
+
+Trains the supernet of a space on a task with Lightning (sandwich rule, in-place distillation),
+checkpointing every ``train.val_every`` steps; rerunning the same command resumes from the last
+checkpoint. Prints the validation metric of the reference subnets and a few random ones before
+and after training, and writes into ``out``: ``supernet.safetensors`` + ``supernet.json`` (what
+the search reuses), ``subnets.csv`` (that table), ``config.yaml``, ``logs/`` (metrics), and
+``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import get_method
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from search_spaces import Arch
+from search_spaces.cli import UsageError, import_plugins, run_cli, space_from_config
+from supernet.data import resumable_loader
+from supernet.io import save_supernet
+from supernet.supernet import Supernet
+from supernet.training import SupernetModule
+
+
+def report_subnets(supernet: Supernet, n_random: int, seed: int) -> list[tuple[str, Arch]]:
+    """The subnets whose metric is reported: teacher, smallest, baseline and random ones."""
+    space, head = supernet.space, supernet.head_spec
+    rng = random.Random(seed + 7919)
+    refs = [
+        ("teacher", space.teacher(head)),
+        ("smallest", space.smallest(head)),
+        ("baseline", space.baseline(head)),
+    ]
+    return refs + [(f"random{i}", space.sample(rng, head=head)) for i in range(n_random)]
+
+
+def evaluate_subnets(
+    supernet: Supernet, task, subnets, loader, max_batches: int
+) -> dict[str, float]:
+    out = {}
+    for name, arch in subnets:
+        supernet.activate(arch)
+        out[name] = task.evaluate(supernet, loader, max_batches=max_batches)
+    return out
+
+
+def make_logger(cfg: DictConfig, out: Path):
+    if cfg.logger == "wandb":
+        import os
+
+        os.environ.setdefault("WANDB_MODE", "offline")
+        return WandbLogger(save_dir=str(out), project="nas-supernet")
+    if cfg.logger != "csv":
+        raise UsageError(f"logger must be csv or wandb, got {cfg.logger!r}")
+    return CSVLogger(save_dir=str(out), name="logs", version="")
+
+
+def train(cfg: DictConfig) -> int:
+    import_plugins(cfg)
+    space = space_from_config(cfg)
+    task = get_method(cfg.task_factory)(cfg.task)
+    out = Path(cfg.out or f"runs/supernet-{space.name}-{task.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, out / "config.yaml")
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    t = cfg.train
+    supernet = Supernet(space, head=task.head())
+    module = SupernetModule(
+        supernet, task.loss, task.metric_counts, num_random=t.num_random, distill_weight=t.distill_weight,
+        temperature=t.temperature, lr=t.lr, weight_decay=t.weight_decay, warmup_steps=t.warmup_steps,
+        max_steps=t.max_steps, seed=cfg.seed,
+    )  # fmt: skip
+    data = task.datamodule(batch_size=t.batch_size)
+    data.setup("fit")
+    subnets = report_subnets(supernet, cfg.report.random_subnets, cfg.seed)
+    before = evaluate_subnets(
+        supernet, task, subnets, data.val_dataloader(), cfg.report.val_batches
+    )
+
+    ckpt_dir = out / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    trainer = L.Trainer(
+        max_steps=t.max_steps,
+        val_check_interval=t.val_every,
+        check_val_every_n_epoch=None,
+        limit_val_batches=t.limit_val_batches,
+        logger=make_logger(cfg, out),
+        callbacks=[
+            ModelCheckpoint(
+                dirpath=ckpt_dir, save_last=True, every_n_train_steps=t.val_every, save_top_k=0
+            ),
+            TQDMProgressBar(refresh_rate=10),
+        ],
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+    )
+    if last.exists():
+        print(f"resuming from {last}", file=sys.stderr)
+    start = time.perf_counter()
+    train_loader = resumable_loader(
+        data.train_dataloader(), t.max_steps, lambda: module.global_step, cfg.seed
+    )
+    trainer.fit(
+        module, train_loader, data.val_dataloader(), ckpt_path=str(last) if last.exists() else None
+    )
+    seconds = time.perf_counter() - start
+
+    supernet.eval()
+    after = evaluate_subnets(supernet, task, subnets, data.val_dataloader(), cfg.report.val_batches)
+    save_supernet(supernet, out, task=OmegaConf.to_container(cfg.task, resolve=True),
+                  steps=trainer.global_step, train_seconds=round(seconds, 1), seed=cfg.seed)  # fmt: skip
+    write_report(out / "subnets.csv", subnets, before, after, task.metric_name)
+    return 0
+
+
+def write_report(path: Path, subnets, before: dict, after: dict, metric: str) -> None:
+    print(f"\nval {metric} of subnets with inherited weights (before -> after training)")
+    print(f"{'subnet':<10}{'signature':<18}{'before':>9}{'after':>9}  layers (mixer/channel)")
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            ["subnet", "signature", f"val_{metric}_before", f"val_{metric}_after", "arch"]
+        )
+        for name, arch in subnets:
+            ops = " ".join(f"{layer.mixer.name}/{layer.channel.name}" for layer in arch.layers)
+            print(
+                f"{name:<10}{arch.signature:<18}{before[name]:>9.4f}{after[name]:>9.4f}  d{arch.dim} {ops}"
+            )
+            writer.writerow([name, arch.signature, before[name], after[name], ops])
+
+
+def main(argv: list[str] | None = None) -> int:
+    torch.set_float32_matmul_precision("high")
+    return run_cli(train, "train_supernet", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Training a supernet with the sandwich rule and in-place distillation (Lightning).
+
+Every step trains, on the same batch, the space's teacher (on the task loss), its smallest
+subnet and ``num_random`` random subnets (on a mix of the task loss and distillation from the
+teacher's detached outputs), accumulating gradients into the shared weights before one optimiser
+step (Yu et al. 2019/2020, "Universally Slimmable Networks", "BigNAS"). Subnets are drawn from a
+generator seeded by (seed, step), so a resumed run draws the same subnets.
+
+The module takes any loss and metric callables; it knows nothing about tasks (``supernet`` never
+imports ``nas``). Batches are dicts with ``inputs`` and optionally ``padding_mask``/``targets``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from search_spaces import Arch
+from supernet.supernet import Supernet
+
+LossFn = Callable[[torch.Tensor, dict], torch.Tensor]
+MetricFn = Callable[[torch.Tensor, dict], tuple[float, int]]
+
+
+def distillation_loss(
+    student: torch.Tensor, teacher: torch.Tensor, batch: dict, temperature: float = 1.0
+) -> torch.Tensor:
+    """KL(teacher ‖ student) over the last (class) axis, on scored positions only when the batch
+    marks them (``targets != -100`` with the outputs' leading shape)."""
+    targets = batch.get("targets")
+    if targets is not None and targets.shape == student.shape[:-1]:
+        keep = targets != -100
+        student, teacher = student[keep], teacher[keep]
+    log_p = F.log_softmax(student.float() / temperature, dim=-1)
+    log_q = F.log_softmax(teacher.float() / temperature, dim=-1)
+    return F.kl_div(log_p, log_q, log_target=True, reduction="batchmean") * temperature**2
+
+
+class SupernetModule(L.LightningModule):
+    """Lightning wrapper: sandwich-rule training, validation of reference subnets."""
+
+    def __init__(
+        self,
+        supernet: Supernet,
+        loss_fn: LossFn,
+        metric_fn: MetricFn | None = None,
+        *,
+        num_random: int = 2,
+        distill_weight: float = 0.5,
+        temperature: float = 1.0,
+        lr: float = 3e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 0,
+        max_steps: int = 1000,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.supernet = supernet
+        self.loss_fn, self.metric_fn = loss_fn, metric_fn
+        self.num_random, self.distill_weight, self.temperature = (
+            num_random,
+            distill_weight,
+            temperature,
+        )
+        self.lr, self.weight_decay = lr, weight_decay
+        self.warmup_steps, self.max_steps, self.seed = warmup_steps, max_steps, seed
+        self.automatic_optimization = False  # one backward per subnet frees its graph at once
+        self._val: dict[str, list[float]] = {}
+
+    def sandwich(self, step: int) -> list[tuple[str, Arch]]:
+        """The subnets trained at ``step``: teacher first, then smallest and random ones."""
+        space, head = self.supernet.space, self.supernet.head_spec
+        rng = random.Random(self.seed * 1_000_003 + step)
+        randoms = [(f"random{i}", space.sample(rng, head=head)) for i in range(self.num_random)]
+        return [("teacher", space.teacher(head)), ("smallest", space.smallest(head)), *randoms]
+
+    def _forward(self, arch: Arch, batch: dict) -> torch.Tensor:
+        self.supernet.activate(arch)
+        return self.supernet(batch["inputs"], padding_mask=batch.get("padding_mask"))
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        opt.zero_grad(set_to_none=True)
+        (_, teacher), *students = self.sandwich(self.global_step)
+        teacher_out = self._forward(teacher, batch)
+        teacher_loss = self.loss_fn(teacher_out, batch)
+        self.manual_backward(teacher_loss)
+        soft = teacher_out.detach()
+        logs = {"train/teacher_loss": teacher_loss.detach()}
+        w = self.distill_weight
+        for name, arch in students:
+            out = self._forward(arch, batch)
+            task_loss = self.loss_fn(out, batch)
+            loss = (1 - w) * task_loss + w * distillation_loss(out, soft, batch, self.temperature)
+            self.manual_backward(loss)
+            if name == "smallest":
+                logs["train/smallest_loss"] = task_loss.detach()
+        self.clip_gradients(opt, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
+        opt.step()
+        sched.step()
+        self.log_dict(logs, prog_bar=True, on_step=True, batch_size=len(batch["inputs"]))
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        head = self.supernet.head_spec
+        for name, arch in (
+            ("teacher", self.supernet.space.teacher(head)),
+            ("smallest", self.supernet.space.smallest(head)),
+        ):
+            out = self._forward(arch, batch)
+            self.log(f"val/{name}_loss", self.loss_fn(out, batch), batch_size=len(batch["inputs"]))
+            if self.metric_fn is not None:
+                total, count = self.metric_fn(out, batch)
+                acc = self._val.setdefault(name, [0.0, 0])
+                acc[0], acc[1] = acc[0] + float(total), acc[1] + int(count)
+
+    def on_validation_epoch_end(self) -> None:
+        for name, (total, count) in self._val.items():
+            self.log(f"val/{name}_metric", total / max(count, 1), prog_bar=name == "teacher")
+        self._val = {}
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(
+            self.supernet.parameters(), lr=self.lr, weight_decay=self.weight_decay
+        )
+
+        def schedule(step: int) -> float:  # linear warm-up, then cosine decay to 10%
+            if step < self.warmup_steps:
+                return (step + 1) / self.warmup_steps
+            progress = min(
+                1.0, (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps)
+            )
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
