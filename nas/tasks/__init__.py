@@ -1,0 +1,81 @@
+"""Tasks: the data, loss and metric a search optimises (see ``nas.tasks.base.Task``).
+
+Public API::
+
+    list_tasks()                  registered task names
+    get_task(name_or_config)      a task by name (default settings), or from a config mapping
+    register_task(name)           decorator for your own ``Task`` subclasses
+    Task                          the abstract base; its docstring is the contract
+
+A config is a mapping (or an OmegaConf ``DictConfig``, e.g. ``conf/task/mqar.yaml``) with
+``name`` plus parameters; ``target: my_package.my_module.MyTask`` loads a user's own ``Task``
+subclass instead of a registered one.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from nas.tasks import mqar  # noqa: F401  (registers the built-in tasks)
+from nas.tasks.base import IGNORE_INDEX, TASKS, Task, register_task
+from nas.tasks.mqar import MQAR
+
+
+def list_tasks() -> list[str]:
+    """Names of the registered tasks."""
+    return sorted(TASKS)
+
+
+def _lookup(name: Any) -> type[Task]:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; valid names: {', '.join(list_tasks())}")
+    return TASKS[name]
+
+
+def _import_class(target: str) -> type[Task]:
+    """``package.module.Class`` (or ``package.module:Class``) -> the ``Task`` subclass."""
+    module_name, sep, attr = target.replace(":", ".").rpartition(".")
+    if not sep or not module_name:
+        raise ValueError(f"task `target` must be a dotted path `module.Class`, got {target!r}")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"cannot load task `target` {target!r}: {e}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise ValueError(f"task `target` {target!r} is not a subclass of nas.tasks.Task")
+    return cls
+
+
+def get_task(name_or_config: str | Mapping[str, Any] | DictConfig | Task) -> Task:
+    """A task from its registered name (default settings), a config mapping with ``name`` (and
+    optionally ``target``) plus parameters, or a ``Task`` (returned as it is)."""
+    if isinstance(name_or_config, Task):
+        return name_or_config
+    if isinstance(name_or_config, str):
+        return _lookup(name_or_config)()
+    config = name_or_config
+    if isinstance(config, DictConfig):
+        config = OmegaConf.to_container(config, resolve=True)
+    if not isinstance(config, Mapping):
+        raise ValueError(f"expected a task name or config mapping, got {name_or_config!r}")
+    if config.get("target") is not None:
+        cls = _import_class(str(config["target"]))
+    elif "name" in config:
+        cls = _lookup(config["name"])
+    else:
+        raise ValueError(f"a task config needs `name` (one of {list_tasks()}) or `target`")
+    return cls.from_config(config)
+
+
+__all__ = [
+    "IGNORE_INDEX",
+    "MQAR",
+    "Task",
+    "get_task",
+    "list_tasks",
+    "register_task",
+]

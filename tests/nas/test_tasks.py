@@ -1,0 +1,208 @@
+"""Tasks: MQAR data is deterministic and well-formed, the metric scores only queries, and
+``get_task`` resolves names, configs and users' own classes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from nas.tasks import IGNORE_INDEX, MQAR, Task, get_task, list_tasks
+from search_spaces import Arch, HeadSpec, build_model
+
+SMALL = {
+    "vocab_size": 64,
+    "seq_len": 48,
+    "num_pairs": 8,
+    "num_train": 300,
+    "num_val": 100,
+    "num_test": 100,
+    "batch_size": 32,
+}
+
+
+@pytest.fixture(scope="module")
+def task() -> MQAR:
+    return MQAR(**SMALL, seed=3)
+
+
+def test_generation_is_deterministic_and_splits_differ(task: MQAR) -> None:
+    again = MQAR(**SMALL, seed=3)
+    for split in ("train", "val", "test"):
+        for key in ("inputs", "targets"):
+            assert torch.equal(task.split(split)[key], again.split(split)[key])
+    first = {s: task.split(s)["inputs"][:100] for s in ("train", "val", "test")}
+    assert not torch.equal(first["train"], first["val"])
+    assert not torch.equal(first["val"], first["test"])
+    other_seed = MQAR(**SMALL, seed=4).split("train")["inputs"]
+    assert not torch.equal(task.split("train")["inputs"], other_seed)
+    # chunked generation: more rows than one chunk stays deterministic and rows stay distinct
+    big = MQAR(**{**SMALL, "num_train": 2500}).split("train")["inputs"]
+    assert torch.equal(big, MQAR(**{**SMALL, "num_train": 2500}).split("train")["inputs"])
+    assert len(torch.unique(big, dim=0)) == 2500
+
+
+def test_sequences_are_well_formed(task: MQAR) -> None:
+    data = task.split("train")
+    inputs, targets = data["inputs"], data["targets"]
+    V, P, half = task.vocab_size, task.num_pairs, task.vocab_size // 2
+    assert inputs.shape == targets.shape == (SMALL["num_train"], SMALL["seq_len"])
+    keys, values = inputs[:, 0 : 2 * P : 2], inputs[:, 1 : 2 * P : 2]  # (N, P) each
+    assert ((keys >= 1) & (keys < half)).all() and ((values >= half) & (values < V)).all()
+    assert all(len(set(row.tolist())) == P for row in keys)  # keys distinct per sequence
+    assert (targets[:, : 2 * P] == IGNORE_INDEX).all()  # nothing scored inside the pairs
+    for x, y, k, v in zip(inputs, targets, keys, values, strict=True):
+        where = (y != IGNORE_INDEX).nonzero().flatten()
+        assert len(where) == task.num_queries
+        pairs = dict(zip(k.tolist(), v.tolist(), strict=True))
+        for pos in where.tolist():
+            assert x[pos].item() in pairs  # a key that appeared among the pairs
+            assert y[pos].item() == pairs[x[pos].item()]  # its target is the paired value
+        rest = torch.ones_like(x, dtype=torch.bool)
+        rest[: 2 * P], rest[where] = False, False
+        assert (x[rest] == 0).all()  # everything else is filler
+        assert len(set(x[where].tolist())) == len(where)  # each pair queried at most once
+
+
+def test_datamodule_batches(task: MQAR) -> None:
+    dm = task.datamodule()
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch) == {"inputs", "targets"}
+    for value in batch.values():
+        assert value.shape == (SMALL["batch_size"], SMALL["seq_len"]) and value.dtype == torch.long
+    val = list(task.datamodule(batch_size=40).val_dataloader())
+    assert [len(b["inputs"]) for b in val] == [40, 40, 20]
+    assert torch.equal(torch.cat([b["inputs"] for b in val]), task.split("val")["inputs"])
+    # training order is shuffled, and the same for the same seed
+    again = next(iter(MQAR(**SMALL, seed=3).datamodule().train_dataloader()))
+    assert torch.equal(batch["inputs"], again["inputs"])
+    assert not torch.equal(batch["inputs"], task.split("train")["inputs"][: SMALL["batch_size"]])
+
+
+def one_hot_logits(tokens: torch.Tensor, vocab: int) -> torch.Tensor:
+    return nn.functional.one_hot(tokens.clamp_min(0), vocab).float()  # (B, L, V)
+
+
+def test_metric_counts_only_query_positions(task: MQAR) -> None:
+    batch = next(iter(task.datamodule().val_dataloader()))
+    targets, V = batch["targets"], task.vocab_size
+    right = one_hot_logits(targets, V)  # right at queries, predicts token 0 elsewhere
+    num, count = task.metric_counts(right, batch)
+    assert count == int((targets != IGNORE_INDEX).sum()) == len(targets) * task.num_queries
+    assert num == count
+    shifted = one_hot_logits(targets.roll(1, dims=1), V)  # right answers, one position late
+    num, _ = task.metric_counts(shifted, batch)
+    assert num / count < 0.05
+    assert task.loss(right * 50, batch) < 1e-3 < task.loss(shifted * 50, batch)
+
+
+class Oracle(nn.Module):
+    """Looks up each query key among the pairs of its own sequence (what recall should do)."""
+
+    def __init__(self, num_pairs: int, vocab: int) -> None:
+        super().__init__()
+        self.num_pairs, self.vocab = num_pairs, vocab
+        self.dummy = nn.Parameter(torch.zeros(()))  # so evaluate can find a device and mode
+
+    def forward(self, inputs: torch.Tensor, *, padding_mask=None) -> torch.Tensor:
+        P = self.num_pairs
+        keys, values = inputs[:, 0 : 2 * P : 2], inputs[:, 1 : 2 * P : 2]  # (B, P)
+        match = inputs[:, :, None] == keys[:, None, :]  # (B, L, P)
+        answer = (match * values[:, None, :]).sum(-1)  # (B, L); 0 where no key matches
+        return one_hot_logits(answer, self.vocab) + self.dummy
+
+
+def test_evaluate_oracle_is_perfect_and_restores_mode(task: MQAR) -> None:
+    oracle = Oracle(task.num_pairs, task.vocab_size).train()
+    assert task.evaluate(oracle, task.datamodule().test_dataloader()) == 1.0
+    assert oracle.training
+    assert task.evaluate(oracle, task.datamodule().val_dataloader(), max_batches=1) == 1.0
+    with pytest.raises(ValueError, match="no scored positions"):
+        task.evaluate(oracle, task.datamodule().val_dataloader(), max_batches=0)
+
+
+def test_head_model_and_latency_input(task: MQAR) -> None:
+    head = task.head()
+    assert head == HeadSpec(kind="lm", vocab_size=64, max_len=2048)
+    layer = {"mixer": {"name": "softmax", "heads": 2}, "channel": "mlp", "norm": "layernorm"}
+    arch = Arch.from_dict({"dim": 32, "head_dim": 16, "head": head.to_dict(), "layers": [layer]})
+    model = build_model(arch)
+    batch = next(iter(task.datamodule().train_dataloader()))
+    loss = task.loss(task.run_model(model, batch), batch)
+    assert loss.ndim == 0 and abs(loss.item() - torch.log(torch.tensor(64.0)).item()) < 0.5
+    x = task.example_input()
+    assert x.shape == task.latency_shape == (1, 2048) and x.dtype == torch.long
+    assert 0 <= x.min() and x.max() < 64
+    assert task.example_input((2, 16)).shape == (2, 16)
+    with torch.inference_mode():
+        assert model(task.example_input((1, 300))).shape == (1, 300, 64)
+
+
+def test_defaults_match_the_config_file() -> None:
+    from search_spaces.config_paths import find_config
+
+    conf = OmegaConf.load(find_config("task", "mqar"))
+    defaults = MQAR().to_config()
+    assert get_task(conf).to_config() == defaults
+    assert conf.num_queries is None and defaults["num_queries"] == defaults["num_pairs"]
+    assert OmegaConf.to_container(conf) == {**defaults, "num_queries": None}
+
+
+def test_invalid_parameters_name_the_field() -> None:
+    with pytest.raises(ValueError, match="num_pairs"):
+        MQAR(vocab_size=16, num_pairs=8)
+    with pytest.raises(ValueError, match="num_queries"):
+        MQAR(num_pairs=4, num_queries=5)
+    with pytest.raises(ValueError, match="seq_len"):
+        MQAR(seq_len=20, num_pairs=8)
+    with pytest.raises(ValueError, match="batch_size"):
+        MQAR(batch_size=0)
+
+
+class CountingTask(Task):
+    """A user's own task, loaded by dotted path (never registered)."""
+
+    name = "counting"
+    metric_name = "accuracy"
+    direction = "maximize"
+
+    def __init__(self, *, length: int = 8, seed: int = 0) -> None:
+        self.length, self.seed = length, seed
+
+    def head(self) -> HeadSpec:
+        return HeadSpec(kind="lm", vocab_size=self.length, max_len=self.length)
+
+    def datamodule(self, batch_size: int | None = None):
+        raise NotImplementedError
+
+    def metric_counts(self, outputs, batch) -> tuple[float, int]:
+        return 0.0, 1
+
+
+def test_get_task_by_name_mapping_and_target() -> None:
+    assert "mqar" in list_tasks()
+    assert isinstance(get_task("mqar"), MQAR)
+    assert get_task("mqar").to_config() == MQAR().to_config()
+    t = get_task({"name": "mqar", "num_pairs": 4, "seq_len": 32})
+    assert (t.num_pairs, t.num_queries, t.seq_len) == (4, 4, 32)
+    assert get_task(OmegaConf.create({"name": "mqar", "seed": 7})).seed == 7
+    assert get_task(t) is t
+    user = get_task({"target": f"{__name__}.CountingTask", "length": 5})
+    assert isinstance(user, CountingTask) and user.length == 5
+    assert get_task(user.to_config()).to_config() == user.to_config()
+    rebuilt = get_task(t.to_config())
+    assert rebuilt.to_config() == t.to_config()
+
+
+def test_get_task_errors() -> None:
+    with pytest.raises(ValueError, match=r"unknown task 'nope'; valid names: .*mqar"):
+        get_task("nope")
+    with pytest.raises(ValueError, match=r"unknown task 'nope'.*mqar"):
+        get_task({"name": "nope"})
+    with pytest.raises(ValueError, match="no parameter 'pairs'.*num_pairs"):
+        get_task({"name": "mqar", "pairs": 3})
+    with pytest.raises(ValueError, match="cannot load"):
+        get_task({"target": f"{__name__}.Missing"})
+    with pytest.raises(ValueError, match="not a subclass"):
+        get_task({"target": "torch.nn.Linear"})
