@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import datetime
-import itertools
 import platform
 import re
 import sys
 from pathlib import Path
 
 import torch
-from torch.profiler import ProfilerActivity, profile
+
+from nas.latency.measure import peak_memory_bytes  # noqa: F401  (shared with nas.latency)
 
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
@@ -27,16 +27,6 @@ def machine_description() -> str:
         f"{cpu}, {torch.get_num_threads()} threads{gpu}; Python {platform.python_version()}, "
         f"torch {torch.__version__}"
     )
-
-
-def peak_memory_bytes(fn) -> int:
-    """Peak extra CPU memory while ``fn()`` runs, from the profiler's allocation events
-    (running sum of every event's own allocations and frees, in time order)."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted(prof.events(), key=lambda e: e.time_range.start)
-    running = itertools.accumulate(e.self_cpu_memory_usage for e in events)
-    return max(running, default=0)
 
 
 def write_section(key: str, body: str) -> None:

@@ -1,6 +1,6 @@
 """Forward latency, FLOPs and peak memory of every token mixer at growing length.
 
-``python benchmarks/ops.py [--lengths 512 2048 8192] [--repeats 5] [--no-write]``
+``python benchmarks/ops.py [--lengths 512 2048 8192] [--repeats 5] [--threads N] [--no-write]``
 
 B=1, D=256, 4 heads of 64, causal, float32, inference mode. Each operator is timed with
 ``torch.utils.benchmark`` in ``--repeats`` rounds; within a round the operators are timed one
@@ -128,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[512, 2048, 8192])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     missing = set(MIXERS) - set(list_ops("mixer"))
     if missing:
         print(f"error: operators not registered: {sorted(missing)}", file=sys.stderr)

@@ -1,0 +1,341 @@
+"""Timing a model on a device: ``measure`` (one model) and ``measure_relative`` (a candidate and
+a reference interleaved in the same window), plus the device fingerprint and example inputs.
+
+The device, its fingerprint and the clocks are in ``nas.latency.device``.
+
+The latency shape is a deployment setting, not the training length: an ``Arch`` whose
+``head.max_len`` is shorter than the latency length is timed as a copy with ``max_len`` raised
+(``latency_arch``). Only ``max_len``-sized parameters (learned positions, explicit long filters)
+grow; the work per token is unchanged, so this is the cost the model would have if deployed at
+that length. The arch's own signature stays the cache key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
+from torch.utils import benchmark
+from torch.utils.benchmark.utils.common import set_torch_threads
+
+from nas.latency.device import (
+    DeviceFingerprint,
+    check_clock,
+    check_device,
+    device_fingerprint,
+)
+from search_spaces import Arch, build_model
+
+Shape = tuple[int, ...]
+DEFAULT_TOKENS = 2048  # deployment-like default length, as ``Task.latency_shape``
+BLOCK_TIME = 0.01  # seconds: a timed block repeats fast models so timer overhead stays small
+
+
+# -- shapes and inputs --------------------------------------------------------------------------
+def default_latency_shape(arch: Arch) -> Shape:
+    """``(1, 2048)`` token ids, or one image at the head's size ``(1, C, S, S)``."""
+    h = arch.head
+    return (1, h.in_chans, h.image_size, h.image_size) if arch.grid else (1, DEFAULT_TOKENS)
+
+
+def check_shape(arch: Arch, shape: Sequence[int]) -> Shape:
+    """``shape`` as a tuple, checked against the head: (B, L) for tokens, (B, C, H, H) images."""
+    shape = tuple(int(s) for s in shape)
+    want = "(B, C, H, W) with C == head.in_chans and H == W" if arch.grid else "(B, L)"
+    ok = all(s >= 1 for s in shape) and len(shape) == (4 if arch.grid else 2)
+    if ok and arch.grid:
+        ok = shape[1] == arch.head.in_chans and shape[2] == shape[3]
+        ok = ok and shape[2] % arch.head.patch_size == 0
+    if not ok:
+        raise ValueError(
+            f"`latency_shape` must be {want} for a {arch.head.kind!r} head, got {shape}"
+        )
+    return shape
+
+
+def latency_arch(arch: Arch, shape: Sequence[int]) -> Arch:
+    """The architecture to time at ``shape``: ``arch``, or a copy whose ``head.max_len`` (tokens)
+    or ``head.image_size`` (images) is set to the latency shape when they differ (see module
+    docstring)."""
+    shape = check_shape(arch, shape)
+    h = arch.head
+    if arch.grid and shape[2] != h.image_size:
+        return arch.replace(head=dataclasses.replace(h, image_size=shape[2]))
+    if not arch.grid and shape[1] > h.max_len:
+        return arch.replace(head=dataclasses.replace(h, max_len=shape[1]))
+    return arch
+
+
+def tokens_per_input(arch: Arch, shape: Sequence[int]) -> int:
+    """Sequence length the trunk sees for one input of ``shape``."""
+    shape = check_shape(arch, shape)
+    return (shape[2] // arch.head.patch_size) ** 2 if arch.grid else shape[1]
+
+
+def example_input(arch: Arch, shape: Sequence[int], *, seed: int = 0) -> torch.Tensor:
+    """A valid input of ``shape``: token ids below ``head.vocab_size``, or standard-normal images."""
+    shape = check_shape(arch, shape)
+    gen = torch.Generator().manual_seed(seed)
+    if arch.grid:
+        return torch.randn(shape, generator=gen)
+    return torch.randint(0, arch.head.vocab_size, shape, generator=gen)
+
+
+# -- timing ---------------------------------------------------------------------------------------
+def peak_memory_bytes(fn: Callable[[], Any]) -> int:
+    """Peak extra CPU memory while ``fn()`` runs, from the profiler's allocation events
+    (running sum of every event's own allocations and frees, in time order)."""
+    # Kineto logs each profiler start/stop to stderr; keep it quiet unless a level is set
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted(prof.events(), key=lambda e: e.time_range.start)
+    running = itertools.accumulate(e.self_cpu_memory_usage for e in events)
+    return max(running, default=0)
+
+
+class Runner:
+    """One model ready to time: on its device, in eval and inference mode, with its input.
+
+    ``sample`` uses ``torch.utils.benchmark.Timer.blocked_autorange`` on ``threads`` threads on
+    CPU. ``block`` times one block of ``number`` calls (chosen by ``calibrate`` so that a block
+    lasts at least ``block_time``) for interleaved rounds; on GPU with CUDA events around the
+    block after a synchronisation."""
+
+    def __init__(
+        self, model: nn.Module, inputs: torch.Tensor, device: str, threads: int, clock: str = "wall"
+    ) -> None:
+        self.device = check_device(device)
+        self.model, self.inputs = model.to(self.device), inputs.to(self.device)
+        self.threads, self.number, self.clock = threads, 1, clock
+        self._clock = check_clock(clock, self.device, threads)
+
+    @classmethod
+    def for_arch(
+        cls, arch: Arch, shape: Sequence[int], device: str, threads: int, clock: str = "wall"
+    ) -> Runner:
+        torch.manual_seed(0)
+        model = build_model(latency_arch(arch, shape)).eval()
+        return cls(model, example_input(arch, shape), device, threads, clock)
+
+    def __call__(self) -> None:
+        with torch.inference_mode():
+            self.model(self.inputs)
+
+    def calibrate(self, warmup: int, block_time: float) -> None:
+        """Run ``warmup`` calls (at least one), then choose the calls per block."""
+        with set_torch_threads(self.threads):
+            for _ in range(max(warmup, 1)):
+                self._sync()
+                start = time.perf_counter()
+                self()
+                self._sync()
+                seconds = time.perf_counter() - start
+        self.number = min(max(1, math.ceil(block_time / max(seconds, 1e-9))), 100_000)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def block(self) -> float:
+        """Seconds per call, from one timed block of ``self.number`` calls."""
+        # not Timer.timeit: it adds two untimed calls to every measurement, which would pull the
+        # two halves of an interleaved round apart in time
+        if self.device.type != "cuda":
+            with set_torch_threads(self.threads):
+                start = self._clock()
+                for _ in range(self.number):
+                    self()
+                return (self._clock() - start) / self.number
+        with torch.cuda.device(self.device), set_torch_threads(self.threads):
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()  # nothing queued earlier is counted in this block
+            start.record()
+            for _ in range(self.number):
+                self()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3 / self.number  # ms -> s per call
+
+    def sample(self, min_run_time: float, min_runs: int = 1) -> list[float]:
+        """Seconds per call of consecutive blocks, for ``min_run_time`` s and ``min_runs``."""
+        if self.device.type == "cpu":
+            timer = benchmark.Timer(
+                stmt="fn()", globals={"fn": self}, timer=self._clock, num_threads=self.threads
+            )
+            times = list(timer.blocked_autorange(min_run_time=min_run_time).times)
+            while len(times) < min_runs:  # a slow model fills min_run_time with few blocks
+                times.append(self.block())
+            return times
+        times, begin = [], time.perf_counter()
+        while len(times) < min_runs or time.perf_counter() - begin < min_run_time:
+            times.append(self.block())
+        return times
+
+    def peak_memory(self) -> int:
+        """Peak bytes allocated during one forward beyond what was already allocated (so the
+        activations and workspace, not the weights or the input)."""
+        with set_torch_threads(self.threads):
+            if self.device.type != "cuda":
+                return peak_memory_bytes(self)
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            before = torch.cuda.memory_allocated(self.device)
+            self()
+            torch.cuda.synchronize(self.device)
+            return torch.cuda.max_memory_allocated(self.device) - before
+
+    def flops(self) -> int | None:
+        """Analytic FLOPs of one forward on the whole input (batch included), if known."""
+        arch = getattr(self.model, "arch", None)
+        if not hasattr(self.model, "flops"):
+            return None
+        seq_len = arch.max_len if arch is not None and arch.grid else self.inputs.shape[1]
+        return self.inputs.shape[0] * int(self.model.flops(seq_len))
+
+    def params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One model's latency on one device at one input shape."""
+
+    median_ms: float
+    iqr_ms: float
+    runs: int  # timed blocks (samples) the median and IQR are taken over
+    peak_bytes: int  # peak extra memory of one forward (activations, not weights)
+    params: int
+    flops: int | None  # analytic, for the whole input (batch included)
+    shape: Shape
+    fingerprint: DeviceFingerprint
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "fingerprint": self.fingerprint.to_dict()}
+
+
+def _iqr(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    q = statistics.quantiles(values, n=4)
+    return q[2] - q[0]
+
+
+def _summary(runner: Runner, times: list[float], median_s: float, fp: DeviceFingerprint):
+    return Measurement(
+        median_ms=median_s * 1e3,
+        iqr_ms=_iqr(times) * 1e3,
+        runs=len(times),
+        peak_bytes=int(runner.peak_memory()),
+        params=runner.params(),
+        flops=runner.flops(),
+        shape=tuple(runner.inputs.shape),
+        fingerprint=fp,
+    )
+
+
+def measure(
+    model: nn.Module | Arch,
+    input_spec: torch.Tensor | Sequence[int],
+    device: str = "cpu",
+    *,
+    threads: int | None = None,
+    min_run_time: float = 1.0,
+    min_runs: int = 5,
+    warmup: int = 3,
+    block_time: float = BLOCK_TIME,
+    clock: str = "wall",
+) -> Measurement:
+    """Time ``model`` (an ``Arch`` is built with ``latency_arch``) on ``input_spec`` (a tensor, or
+    a shape for a model built from an ``Arch``) on ``threads`` threads: ``warmup`` calls, then
+    blocks of calls (each at least ``block_time`` s) for ``min_run_time`` s and ``min_runs``
+    blocks, on ``clock`` (see ``CLOCKS``). A module is moved to ``device``; its train/eval
+    mode is restored."""
+    threads = threads or torch.get_num_threads()
+    fp = device_fingerprint(device, threads, clock)
+    if isinstance(model, Arch):
+        runner = Runner.for_arch(model, input_spec, device, threads, clock)
+        was_training = False
+    else:
+        if not isinstance(input_spec, torch.Tensor):
+            arch = getattr(model, "arch", None)
+            if not isinstance(arch, Arch):
+                raise ValueError("give an input tensor for a model that has no `arch`")
+            input_spec = example_input(arch, input_spec)
+        was_training = model.training
+        runner = Runner(model.eval(), input_spec, device, threads, clock)
+    try:
+        runner.calibrate(warmup, block_time)
+        times = runner.sample(min_run_time, min_runs)
+        return _summary(runner, times, statistics.median(times), fp)
+    finally:
+        runner.model.train(was_training)
+
+
+@dataclass(frozen=True)
+class RelativeMeasurement:
+    """A candidate and a reference timed in alternating rounds of the same window.
+
+    A round times one block of each (order A B, then B A, ...); ``ratio`` is the median over
+    rounds of the per-round ratio candidate / reference, and the two ``median_ms`` are the
+    times of that median round, so ``ratio == candidate.median_ms / reference.median_ms``
+    exactly. IQR and runs are over all rounds."""
+
+    candidate: Measurement
+    reference: Measurement
+    ratio: float
+    ratio_iqr: float
+    rounds: int
+
+
+def measure_relative(
+    arch: Arch,
+    reference: Arch,
+    shape: Sequence[int],
+    device: str = "cpu",
+    repeats: int = 15,
+    *,
+    threads: int | None = None,
+    min_run_time: float = 3.0,
+    warmup: int = 2,
+    block_time: float = BLOCK_TIME,
+    clock: str = "wall",
+) -> RelativeMeasurement:
+    """Time ``arch`` and ``reference`` at ``shape`` in alternating rounds, at least ``repeats``
+    rounds and ``min_run_time`` seconds in all. Rounds are short (one block each) because the
+    load of a shared machine changes within a second: on 2 shared cores at load 4-7, 2048
+    tokens, the run-to-run CV of the ratio was 3% this way, 7.6% with five alternating 0.2 s
+    blocks per model, and 12.8% when each timed call followed two untimed ones."""
+    if repeats < 1:
+        raise ValueError(f"`repeats >= 1` must hold, but got {repeats=}")
+    threads = threads or torch.get_num_threads()
+    fp = device_fingerprint(device, threads, clock)
+    runners = [Runner.for_arch(a, shape, device, threads, clock) for a in (arch, reference)]
+    for runner in runners:
+        runner.calibrate(warmup, block_time)
+    rounds: list[tuple[float, float, float]] = []  # (ratio, candidate s, reference s)
+    begin = time.perf_counter()
+    while len(rounds) < repeats or time.perf_counter() - begin < min_run_time:
+        times = [0.0, 0.0]
+        for i in (0, 1) if len(rounds) % 2 == 0 else (1, 0):
+            times[i] = runners[i].block()
+        rounds.append((times[0] / times[1], *times))
+    ratio, cand_s, ref_s = sorted(rounds)[(len(rounds) - 1) // 2]  # the (low) median round
+    return RelativeMeasurement(
+        candidate=_summary(runners[0], [r[1] for r in rounds], cand_s, fp),
+        reference=_summary(runners[1], [r[2] for r in rounds], ref_s, fp),
+        ratio=ratio,
+        ratio_iqr=_iqr([r[0] for r in rounds]),
+        rounds=len(rounds),
+    )
