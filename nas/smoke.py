@@ -1,7 +1,8 @@
 """Smoke run: build every architecture preset and time its forward pass on this machine.
 
 ``python -m nas.smoke [--seq-len 512] [--threads N]``. This is the platform's main job until
-the search (``python -m nas.search``) lands; it exercises the operator library end to end.
+the search (``python -m nas.search``) lands; it exercises the operator library end to end and
+times with ``nas.latency.measure``.
 """
 
 from __future__ import annotations
@@ -10,28 +11,18 @@ import argparse
 import sys
 
 import torch
-from torch.utils import benchmark
 
+from nas.latency import example_input, measure
 from search_spaces import Arch, build_model, load_arch
 from search_spaces.config_paths import available
 
 
-def example_input(arch: Arch, seq_len: int) -> torch.Tensor:
-    """One deployment-like input: ``seq_len`` tokens, or one image for image models."""
+def smoke_shape(arch: Arch, seq_len: int) -> tuple[int, ...]:
+    """One sequence of ``seq_len`` tokens (at most the model's), or one image."""
     h = arch.head
-    if h.kind == "image_cls":
-        return torch.randn(1, h.in_chans, h.image_size, h.image_size)
-    return torch.randint(0, h.vocab_size, (1, min(seq_len, h.max_len)))
-
-
-def time_forward(model: torch.nn.Module, x: torch.Tensor, threads: int) -> float:
-    """Median forward time in milliseconds (torch.utils.benchmark, inference mode)."""
-    timer = benchmark.Timer(
-        stmt="with torch.inference_mode(): model(x)",
-        globals={"model": model, "x": x, "torch": torch},
-        num_threads=threads,
-    )
-    return timer.blocked_autorange(min_run_time=0.3).median * 1e3
+    if arch.grid:
+        return (1, h.in_chans, h.image_size, h.image_size)
+    return (1, min(seq_len, h.max_len))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,17 +34,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     names = available("arch")
-    header = f"{'preset':<24}{'layers':>7}{'params':>12}{'GFLOPs':>9}{'input':>18}{'median ms':>11}"
+    header = f"{'preset':<24}{'layers':>7}{'params':>12}{'GFLOPs':>9}{'input':>18}{'median ms':>11}{'IQR ms':>8}"
     print(f"Timing {len(names)} architecture presets on CPU, {args.threads} threads\n{header}")
     for name in names:
         arch = load_arch(name)
         model = build_model(arch).eval()
-        x = example_input(arch, args.seq_len)
-        ms = time_forward(model, x, args.threads)
+        x = example_input(arch, smoke_shape(arch, args.seq_len))
+        m = measure(model, x, threads=args.threads, min_run_time=0.3)
         tokens = x.shape[1] if x.dim() == 2 else arch.max_len
         print(
             f"{name:<24}{arch.depth:>7}{model.num_params():>12,}{model.flops(tokens) / 1e9:>9.3f}"
-            f"{str(tuple(x.shape)):>18}{ms:>11.2f}",
+            f"{str(tuple(x.shape)):>18}{m.median_ms:>11.2f}{m.iqr_ms:>8.2f}",
             flush=True,
         )
     return 0
