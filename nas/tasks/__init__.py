@@ -20,8 +20,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from nas.tasks import mqar  # noqa: F401  (registers the built-in tasks)
+from nas.tasks import charlm, digits, listops, mqar  # noqa: F401  (registers the built-in tasks)
 from nas.tasks.base import IGNORE_INDEX, TASKS, Task, register_task
+from nas.tasks.charlm import CharLM
+from nas.tasks.digits import Digits
+from nas.tasks.listops import ListOps
 from nas.tasks.mqar import MQAR
 
 
@@ -74,6 +77,9 @@ def get_task(name_or_config: str | Mapping[str, Any] | DictConfig | Task) -> Tas
 __all__ = [
     "IGNORE_INDEX",
     "MQAR",
+    "CharLM",
+    "Digits",
+    "ListOps",
     "Task",
     "get_task",
     "list_tasks",

@@ -16,13 +16,12 @@ from collections.abc import Mapping
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from nas.tasks.base import IGNORE_INDEX, Task, register_task
+from nas.tasks.splits import SPLITS, SplitsDataModule, TensorDictDataset  # noqa: F401
 from search_spaces import HeadSpec
 
 FILLER = 0
-SPLITS = ("train", "val", "test")
 _CHUNK = 2048  # rows generated at once: bounds the (rows, vocab) random matrices' memory
 
 
@@ -57,42 +56,6 @@ def mqar_examples(
         targets.scatter_(1, where, values.gather(1, asked))
         rows.append((inputs, targets))
     return torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
-
-
-class TensorDictDataset(Dataset):
-    """Row ``i`` of every tensor in a dict, as a dict (the default collate stacks them)."""
-
-    def __init__(self, tensors: Mapping[str, torch.Tensor]) -> None:
-        self.tensors = dict(tensors)
-        self.length = len(next(iter(self.tensors.values())))
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {k: v[i] for k, v in self.tensors.items()}
-
-
-class SplitsDataModule(L.LightningDataModule):
-    """Dataloaders over a task's fixed splits; training batches are shuffled with the task seed."""
-
-    def __init__(self, task: MQAR, batch_size: int) -> None:
-        super().__init__()
-        self.task, self.batch_size = task, batch_size
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        g = torch.Generator().manual_seed(self.task.seed) if shuffle else None
-        data = TensorDictDataset(self.task.split(split))
-        return DataLoader(data, batch_size=self.batch_size, shuffle=shuffle, generator=g)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
 
 @register_task("mqar")

@@ -206,3 +206,109 @@ def test_get_task_errors() -> None:
         get_task({"target": f"{__name__}.Missing"})
     with pytest.raises(ValueError, match="not a subclass"):
         get_task({"target": "torch.nn.Linear"})
+
+
+# -- the contract, for every registered task ------------------------------------------------------
+# Small settings per task so the contract checks stay fast; a newly registered task must add one.
+SMALL_CONFIGS = {
+    "mqar": {**SMALL, "seed": 1},
+    "listops": {"min_length": 12, "max_length": 48, "num_train": 96, "num_val": 40, "num_test": 40},
+    "charlm": {"texts": ["alice_in_wonderland"], "seq_len": 48},
+    "digits": {"patch_size": 2},
+}
+
+
+def test_every_registered_task_has_small_settings() -> None:
+    assert sorted(SMALL_CONFIGS) == list_tasks()
+
+
+@pytest.fixture(scope="module", params=sorted(SMALL_CONFIGS))
+def any_task(request) -> Task:
+    return get_task({"name": request.param, **SMALL_CONFIGS[request.param]})
+
+
+def test_contract_defaults_match_the_config_file(any_task: Task) -> None:
+    from search_spaces.config_paths import find_config
+
+    conf = OmegaConf.load(find_config("task", any_task.name))
+    defaults = type(any_task)().to_config()
+    assert get_task(conf).to_config() == defaults
+    assert set(conf) == set(defaults)  # every parameter is in the file, nothing else
+    assert type(any_task).direction in ("maximize", "minimize") and any_task.metric_name
+
+
+def test_contract_config_round_trip(any_task: Task) -> None:
+    config = any_task.to_config()
+    assert get_task(config).to_config() == config
+    assert get_task(OmegaConf.create(config)).to_config() == config
+
+
+def test_contract_splits_are_deterministic_and_differ(any_task: Task) -> None:
+    again = get_task(any_task.to_config())
+    splits = {s: any_task.split(s) for s in ("train", "val", "test")}
+    for name, data in splits.items():
+        assert data.keys() == again.split(name).keys() and "inputs" in data and "targets" in data
+        for key, value in data.items():
+            assert torch.equal(value, again.split(name)[key])
+            assert len(value) == len(data["inputs"]) > 0
+    assert not torch.equal(splits["val"]["inputs"][:8], splits["test"]["inputs"][:8])
+    with pytest.raises(ValueError, match="unknown split 'dev'"):
+        any_task.split("dev")
+
+
+def test_contract_batches_model_metric_and_latency_input(any_task: Task) -> None:
+    torch.manual_seed(0)
+    dm = any_task.datamodule(batch_size=8)
+    batch = next(iter(dm.train_dataloader()))
+    head = any_task.head()
+    inputs, targets = batch["inputs"], batch["targets"]
+    assert len(inputs) == len(targets) == 8 and targets.dtype == torch.long
+    if head.kind == "image_cls":
+        assert inputs.shape[1:] == (head.in_chans, head.image_size, head.image_size)
+    else:
+        assert inputs.dtype == torch.long and 0 <= inputs.min() and inputs.max() < head.vocab_size
+    if "padding_mask" in batch:
+        assert (
+            batch["padding_mask"].dtype == torch.bool
+            and batch["padding_mask"].shape == inputs.shape
+        )
+    scored = targets[targets != IGNORE_INDEX]
+    classes = head.vocab_size if head.kind == "lm" else head.num_classes
+    assert len(scored) > 0 and 0 <= scored.min() and scored.max() < classes
+
+    layer = {"mixer": {"name": "softmax", "heads": 2}, "channel": "mlp", "norm": "layernorm"}
+    arch = Arch.from_dict(
+        {
+            "dim": 32,
+            "head_dim": 16,
+            "head": head.to_dict(),
+            "layers": [layer],
+            "pos_embedding": "learned",
+        }
+    )
+    model = build_model(arch)
+    outputs = any_task.run_model(model, batch)
+    before = {k: v.clone() for k, v in batch.items()}
+    num, count = any_task.metric_counts(outputs, batch)
+    assert all(torch.equal(v, batch[k]) for k, v in before.items())  # batch not mutated
+    assert count == len(scored) and num >= 0
+
+    # a few steps on one batch: the loss must fall (the task's data and loss are learnable)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(12):
+        loss = any_task.loss(any_task.run_model(model, batch), batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.9 * losses[0]
+
+    model.train()
+    value = any_task.evaluate(model, dm.val_dataloader(), max_batches=2)
+    assert model.training and value == value  # mode restored, not NaN
+    shape = any_task.latency_shape if head.kind == "image_cls" else (1, 300)
+    x = any_task.example_input(shape)
+    assert x.shape == tuple(shape)
+    with torch.inference_mode():
+        assert model(x).shape[0] == 1
