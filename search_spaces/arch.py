@@ -304,6 +304,7 @@ class Arch:
             if path.suffix == ".json"
             else yaml.safe_dump(data, sort_keys=False)
         )
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(text)
         os.replace(tmp, path)

@@ -62,6 +62,17 @@ class RandomSuggester:
         return self.params[name]
 
 
+class _Replay:
+    """A suggester answering each decision from ``value(name)`` and recording it."""
+
+    def __init__(self, value) -> None:
+        self.value, self.params = value, {}
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        self.params[name] = self.value(name)
+        return self.params[name]
+
+
 class SpaceError(ValueError):
     """A malformed space file: says which file, which field and what was expected."""
 
@@ -359,6 +370,29 @@ class SearchSpace:
                 )
                 for k, allowed in op.hparams.items():
                     check(f"{field}.{k}", spec.params[k], allowed)
+
+    def params_of(self, arch: Arch) -> dict[str, Any]:
+        """The sampling decisions under which ``sample`` returns ``arch`` (head aside): the
+        parameters to ``optuna.Study.enqueue_trial`` so that a trial evaluates ``arch``."""
+        self.validate(arch)
+        slots = dict(zip(self.slot_names(arch), arch.layers, strict=True))
+        glob = {"dim": arch.dim, "norm": arch.layers[0].norm.name, "block": arch.block,
+                "norm_placement": arch.norm_placement, "depth": len(arch.layers)}  # fmt: skip
+        lp = arch.loop_spec
+
+        def value(name: str) -> Any:
+            if name in glob:
+                return glob[name]
+            first, _, rest = name.partition(".")
+            if first == "loop":
+                return getattr(lp, rest)
+            part, _, hparam = rest.partition(".")  # "mixer" or "mixer.<op>.<hparam>"
+            spec = getattr(slots[first], part)
+            return spec.name if not hparam else spec.params[hparam.partition(".")[2]]
+
+        replay = _Replay(value)
+        self.sample(replay)
+        return replay.params
 
     def contains(self, arch: Arch) -> bool:
         try:

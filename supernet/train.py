@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from search_spaces import Arch
 from search_spaces.cli import UsageError, import_plugins, run_cli, space_from_config
+from search_spaces.space import SearchSpace
 from supernet.data import resumable_loader
 from supernet.io import save_supernet
 from supernet.supernet import Supernet
@@ -68,7 +69,14 @@ def train(cfg: DictConfig) -> int:
     import_plugins(cfg)
     space = space_from_config(cfg)
     task = get_method(cfg.task_factory)(cfg.task)
-    out = Path(cfg.out or f"runs/supernet-{space.name}-{task.name}")
+    train_supernet(cfg, space, task, Path(cfg.out or f"runs/supernet-{space.name}-{task.name}"))
+    return 0
+
+
+def train_supernet(cfg: DictConfig, space: SearchSpace, task, out: Path) -> tuple[Supernet, dict]:
+    """Train the supernet of ``space`` on ``task`` with the ``seed``, ``logger``, ``train``,
+    ``trainer`` and ``report`` settings of ``cfg`` (resuming from ``out/checkpoints/last.ckpt``
+    when present); save it into ``out`` and return it with its saved metadata."""
     out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out / "config.yaml")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -117,10 +125,11 @@ def train(cfg: DictConfig) -> int:
 
     supernet.eval()
     after = evaluate_subnets(supernet, task, subnets, data.val_dataloader(), cfg.report.val_batches)
-    save_supernet(supernet, out, task=OmegaConf.to_container(cfg.task, resolve=True),
-                  steps=trainer.global_step, train_seconds=round(seconds, 1), seed=cfg.seed)  # fmt: skip
+    meta = {"task": OmegaConf.to_container(cfg.task, resolve=True), "steps": trainer.global_step,
+            "train_seconds": round(seconds, 1), "seed": cfg.seed}  # fmt: skip
+    save_supernet(supernet, out, **meta)
     write_report(out / "subnets.csv", subnets, before, after, task.metric_name)
-    return 0
+    return supernet, meta
 
 
 def write_report(path: Path, subnets, before: dict, after: dict, metric: str) -> None:

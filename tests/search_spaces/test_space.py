@@ -52,6 +52,16 @@ def test_optuna_sampling_uses_readable_names_and_replays() -> None:
     assert space.sample(optuna.trial.FixedTrial(trial.params)) == arch
 
 
+@pytest.mark.parametrize("name", SPACES)
+def test_params_of_replays_every_arch(name: str) -> None:
+    space = load_space(name)
+    rng = random.Random(3)
+    archs = [space.baseline(), space.teacher(), space.smallest()]
+    for arch in archs + [space.sample(rng) for _ in range(20)]:
+        params = space.params_of(arch)
+        assert space.sample(optuna.trial.FixedTrial(params)) == arch
+
+
 def test_head_is_written_into_samples() -> None:
     head = HeadSpec(kind="lm", vocab_size=99, max_len=64)
     space = load_space("efficient_attn")

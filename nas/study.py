@@ -1,0 +1,144 @@
+"""The Optuna side of the search: samplers, the study, and how one trial is scored.
+
+Two objectives: the task metric of the subnet with inherited weights on the validation split
+(direction from the task), and latency relative to the space's baseline (minimised). Trial 0 is
+the baseline itself, enqueued through ``SearchSpace.params_of`` so that it is an ordinary trial
+the samplers learn from. Every completed trial stores what a report or an export needs in its
+user attributes: ``arch`` (``Arch.to_dict()``), ``signature``, ``val_metric``, ``latency_ms``,
+``latency_ratio``, ``latency_source``, ``params``, ``flops``; the baseline also ``reference``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.latency import LatencyEstimator
+from nas.tasks import Task
+from search_spaces import Arch
+from supernet.supernet import Supernet
+
+SAMPLERS = ("nsga2", "tpe", "random", "gp")
+
+
+def make_sampler(name: str, seed: int, n_trials: int, population_size: int | None = None):
+    """The sampler ``name``, seeded; NSGA-II's population is sized to the trial budget."""
+    if name == "nsga2":
+        size = population_size or max(4, n_trials // 4)
+        return optuna.samplers.NSGAIISampler(population_size=size, seed=seed)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    raise ValueError(f"search.sampler must be one of {', '.join(SAMPLERS)}, but got {name!r}")
+
+
+def open_study(
+    storage: str, study_name: str, direction: str, sampler: optuna.samplers.BaseSampler
+) -> optuna.Study:
+    """Create the study or load it (the sampler is passed explicitly in both cases)."""
+    return optuna.create_study(
+        storage=storage,
+        study_name=study_name,
+        directions=[direction, "minimize"],
+        sampler=sampler,
+        load_if_exists=True,
+    )
+
+
+def completed(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The completed baseline trial, if any."""
+    return next((t for t in completed(study) if t.user_attrs.get("reference") == "baseline"), None)
+
+
+def enqueue_baseline(study: optuna.Study, params: dict[str, Any]) -> None:
+    """Enqueue the baseline unless it is done or already waiting (e.g. after a kill)."""
+    if baseline_trial(study) is not None:
+        return
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    if any(t.user_attrs.get("reference") == "baseline" for t in waiting):
+        return
+    study.enqueue_trial(params, user_attrs={"reference": "baseline"})
+
+
+@dataclass
+class Scorer:
+    """Scores one architecture: validation metric with inherited (optionally fine-tuned) weights,
+    latency relative to the baseline, parameters and FLOPs."""
+
+    supernet: Supernet
+    task: Task
+    latency: LatencyEstimator
+    val_batches: int | None = 8
+    finetune: Callable[[Arch], Any] | None = None  # arch -> a fine-tuned model (see search.py)
+
+    def metric(self, arch: Arch, split: str = "val", batches: int | None = None) -> float:
+        """The task metric of ``arch`` on ``split`` with the supernet's weights (or fine-tuned)."""
+        data = self.task.datamodule()
+        data.setup("fit" if split == "val" else "test")
+        loader = data.val_dataloader() if split == "val" else data.test_dataloader()
+        arch = self.supernet.activate(arch)
+        if self.finetune is not None:
+            return self.task.evaluate(self.finetune(arch), loader, max_batches=batches)
+        self.supernet.recalibrate(arch, itertools.islice(data.train_dataloader(), 4))
+        return self.task.evaluate(self.supernet, loader, max_batches=batches)
+
+    def __call__(self, arch: Arch) -> dict[str, Any]:
+        arch = self.supernet.activate(arch)
+        value = self.metric(arch, "val", self.val_batches)
+        record, _ = self.latency(arch)
+        return {
+            "arch": arch.to_dict(),
+            "signature": arch.signature,
+            "val_metric": value,
+            "latency_ms": record.ms,
+            "latency_ratio": record.ratio,
+            "latency_source": record.latency_source,
+            "params": record.params,
+            "flops": record.flops,
+        }
+
+
+def objective(
+    scorer: Scorer, max_params: float | None = None, max_latency_ms: float | None = None
+) -> Callable[[optuna.Trial], tuple[float, float]]:
+    """The Optuna objective: sample an arch through the trial, score it, set constraints."""
+    space, head = scorer.supernet.space, scorer.supernet.head_spec
+
+    def run(trial: optuna.Trial) -> tuple[float, float]:
+        arch = space.sample(trial, head=head)
+        scores = scorer(arch)
+        for key, value in scores.items():
+            trial.set_user_attr(key, value)
+        if max_params is not None:
+            trial.set_constraint("params", scores["params"] - max_params)
+        if max_latency_ms is not None:
+            trial.set_constraint("latency_ms", scores["latency_ms"] - max_latency_ms)
+        return scores["val_metric"], scores["latency_ratio"]
+
+    return run
+
+
+def feasible(trial: FrozenTrial) -> bool:
+    return all(v <= 0 for v in trial.constraints.values())
+
+
+def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The feasible non-dominated trials, fastest first (one per architecture)."""
+    seen, front = set(), []
+    for t in sorted(study.best_trials, key=lambda t: (t.values[1], t.number)):
+        if feasible(t) and t.user_attrs["signature"] not in seen:
+            seen.add(t.user_attrs["signature"])
+            front.append(t)
+    return front

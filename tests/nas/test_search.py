@@ -1,0 +1,161 @@
+"""``python -m nas.search`` end to end on tiny budgets: outputs, resume (also after a kill),
+config mismatch, constraints, a user space file, and the one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from nas.search import compose, main, run_search
+from search_spaces import Arch
+from search_spaces.space import load_space
+
+TINY = [
+    "train.max_steps=2", "train.val_every=1", "train.batch_size=8", "train.limit_val_batches=1",
+    "report.val_batches=1", "report.random_subnets=0", "report.plots=false",
+    "task.num_train=32", "task.num_val=16", "task.num_test=16",
+    "search.val_batches=1", "latency.shape=[1,32]", "latency.repeats=1",
+    "latency.min_run_time=0.01",
+]  # fmt: skip
+
+
+def tiny(tmp_path: Path, *extra: str, trials: int = 4) -> list[str]:
+    return ["+space=efficient_attn", *TINY, f"search.n_trials={trials}",
+            f"run_dir={tmp_path / 'run'}", f"latency.cache_dir={tmp_path / 'lat'}", *extra]  # fmt: skip
+
+
+def completed(run_dir: Path) -> list[optuna.trial.FrozenTrial]:
+    info = json.loads((run_dir / "run.json").read_text())
+    study = optuna.load_study(study_name=info["study_name"], storage=info["storage"])
+    return study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+
+
+def test_search_writes_the_report_and_resumes(tmp_path, capsys) -> None:
+    result = run_search(compose(tiny(tmp_path, "report.plots=true")))
+    run = tmp_path / "run"
+    for name in ("run.json", "config.yaml", "pareto.csv", "pareto.png", "pareto.html", "study.db"):
+        assert (run / name).is_file(), name
+    assert (run / "supernet" / "supernet.safetensors").is_file()
+    info = json.loads((run / "run.json").read_text())
+    assert info["space"] == "efficient_attn" and info["task"]["name"] == "mqar"
+    assert info["study_name"] == "efficient_attn-mqar" and info["device"]["threads"] == 1
+
+    trials = completed(run)
+    assert len(trials) == 4
+    space = load_space("efficient_attn")
+    first = trials[0]
+    assert first.number == 0 and first.user_attrs["reference"] == "baseline"
+    assert first.user_attrs["signature"] == space.baseline(result.baseline.arch.head).signature
+
+    rows = list(csv.DictReader((run / "pareto.csv").open()))
+    assert [int(r["trial"]) for r in rows] == [m.trial for m in result.pareto]
+    assert {r["latency_source"] for r in rows} == {"measured"}
+    ratios = [float(r["latency_ratio"]) for r in rows]
+    assert ratios == sorted(ratios)
+    for r in rows:
+        arch = Arch.load(run / "pareto" / f"trial_{r['trial']}" / "arch.yaml")
+        assert arch.signature == r["signature"] and space.contains(arch)
+        beats = (
+            float(r["latency_ratio"]) < result.baseline.latency_ratio
+            and float(r["test_metric"]) >= result.baseline.test_metric
+        )
+        assert r["beats_baseline"] == str(beats)
+    out = capsys.readouterr().out
+    assert "architecture" in out and "base" in out
+
+    # the same command with a larger budget continues the study and reuses the supernet
+    run_search(compose(tiny(tmp_path, trials=6)))
+    assert "reusing the supernet" in capsys.readouterr().out
+    trials = completed(run)
+    assert len(trials) == 6
+    assert sum(t.user_attrs.get("reference") == "baseline" for t in trials) == 1
+
+
+def test_changed_configuration_is_refused(tmp_path, capsys) -> None:
+    assert main(tiny(tmp_path, trials=1)) == 0
+    before = (tmp_path / "run" / "run.json").read_text()
+    capsys.readouterr()
+    assert main(tiny(tmp_path, "task.num_pairs=4", trials=1)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: run_dir") and "task.num_pairs: 8 -> 4" in err
+    assert "\n" not in err
+    assert (tmp_path / "run" / "run.json").read_text() == before
+
+
+def test_constraints_keep_the_front_feasible(tmp_path) -> None:
+    limit = 300_000
+    result = run_search(compose(tiny(tmp_path, f"search.max_params={limit}", trials=6)))
+    trials = completed(tmp_path / "run")
+    assert any(t.constraints["params"] > 0 for t in trials)  # the baseline is larger
+    assert result.pareto and all(m.params <= limit for m in result.pareto)
+
+
+def test_user_space_file(tmp_path) -> None:
+    data = yaml.safe_load(Path(load_space("efficient_attn").source).read_text())
+    data["name"] = "my_space"
+    data["mixer"] = {k: v for k, v in data["mixer"].items() if k in ("softmax", "linear")}
+    data["references"]["smallest"]["mixer"] = {"name": "linear", "heads": 2, "feature_map": "elu1"}
+    path = tmp_path / "my_space.yaml"
+    path.write_text(yaml.safe_dump(data))
+    argv = [a if not a.startswith("+space=") else f"+space={path}" for a in tiny(tmp_path)]
+    result = run_search(compose(argv))
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["space"] == "my_space"
+    assert {layer.mixer.name for m in result.pareto for layer in m.arch.layers} <= {
+        "softmax",
+        "linear",
+    }
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "choose a search space with +space=NAME; available: efficient_attn"),
+        (["+space=nope"], "unknown search space; available:"),
+        (["+space=efficient_attn", "search.sampler=bogus"], "search.sampler must be one of"),
+        (["+space=efficient_attn", "search.bogus=1"], "Could not override 'search.bogus'"),
+        (["+space=efficient_attn", "task=nope"], "Could not find 'task/nope'"),
+    ],
+)
+def test_user_errors_are_one_line_with_status_2(tmp_path, capsys, argv, message) -> None:
+    assert main([*argv, f"run_dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_after_a_kill(tmp_path) -> None:
+    """A search killed mid-study resumes: the next run reaches the budget, baseline once."""
+    argv = tiny(tmp_path, "latency.min_run_time=0.3", trials=40)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, "-m", "nas.search", *argv], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    db, deadline = tmp_path / "run" / "run.json", time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if db.is_file() and (tmp_path / "run" / "study.db").is_file():
+                try:
+                    if len(completed(tmp_path / "run")) >= 2:
+                        break
+                except (KeyError, optuna.exceptions.OptunaError):
+                    pass
+            time.sleep(0.5)
+        assert proc.poll() is None, "the search ended before it could be killed"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done = len(completed(tmp_path / "run"))
+    assert 2 <= done < 40
+    run_search(compose([*tiny(tmp_path, trials=done + 2)]))
+    trials = completed(tmp_path / "run")
+    assert len(trials) == done + 2
+    assert sum(t.user_attrs.get("reference") == "baseline" for t in trials) == 1
