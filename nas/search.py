@@ -251,6 +251,7 @@ def run_search(cfg: DictConfig) -> SearchResult:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = make_sampler(s.sampler, cfg.seed, s.n_trials, s.population_size)
     study = open_study(storage, study_name, task.direction, sampler)
+    study.set_user_attr("run_dir", str(run.path.resolve()))  # how `nas.export storage=` finds it
     enqueue_baseline(study, space.params_of(space.baseline(head)))
     estimator = LatencyEstimator.for_space(
         space, shape, head=head, directory=cfg.latency.cache_dir, mode=s.latency,

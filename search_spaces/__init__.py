@@ -8,11 +8,13 @@ Public API::
     Arch                  the architecture spec (``Arch.load(path)``, ``arch.save(path)``)
     load_arch(name_or_path)       a preset from ``conf/arch/`` or an architecture file
     build_model(arch)     a plain ``nn.Module``
+    load_exported(dir)    a model exported by ``python -m nas.export`` (arch.yaml + safetensors)
 """
 
 from search_spaces import ops  # noqa: F401  (registers every operator)
 from search_spaces.arch import Arch, HeadSpec, LayerSpec, LoopSpec, OpSpec
 from search_spaces.config_paths import find_config
+from search_spaces.exported import load_exported, save_exported
 from search_spaces.model import Model, build_model
 from search_spaces.registry import create_op, get_op, list_ops, register_op
 
@@ -34,5 +36,7 @@ __all__ = [
     "get_op",
     "list_ops",
     "load_arch",
+    "load_exported",
     "register_op",
+    "save_exported",
 ]

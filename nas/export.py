@@ -1,0 +1,261 @@
+"""``python -m nas.export run=RUN_DIR [trials=pareto|best|fastest|[3,7]] [finetune_steps=K]
+[retrain=true] out=DIR`` (or ``storage=URL study_name=S``)
+
+Turns chosen trials of a search into standalone models. For each trial, ``DIR/trial_<N>/``
+holds ``arch.yaml`` + ``model.safetensors`` (``search_spaces.load_exported`` reloads them without
+``supernet`` or ``nas``), ``model.pt2`` (torch.export, plain PyTorch), ``model.onnx`` (checked
+with onnxruntime), ``reference.safetensors`` (an input and its outputs), the task's own files,
+``export.json`` (every number) and ``README.md`` (the model card). Weights are inherited from the
+supernet, optionally fine-tuned ``K`` steps, or trained from scratch (``retrain=true``).
+
+Everything is written into a temporary folder beside ``DIR`` and renamed into place at the end,
+so a failed export leaves nothing behind and never replaces an existing folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from nas.latency import measure
+from nas.model_card import model_card
+from nas.portable import write_portable
+from nas.tasks import get_task
+from nas.train_arch import init_model, train_model
+from search_spaces import Arch, save_exported
+from search_spaces.cli import UsageError, import_plugins, run_cli
+from supernet.io import load_supernet
+
+RUN_FILE, PARETO_FILE, REFERENCE_FILE = "run.json", "pareto.csv", "reference.safetensors"
+SELECTIONS = ("pareto", "best", "fastest")
+
+
+def load_run(cfg: DictConfig) -> tuple[Path | None, dict[str, Any], optuna.Study]:
+    """The run directory (if known), its ``run.json`` and the study, from ``run=`` or from
+    ``storage=`` + ``study_name=`` (whose study names its run in the user attribute ``run_dir``)."""
+    if cfg.run:
+        run_dir = Path(cfg.run)
+        if not (run_dir / RUN_FILE).is_file():
+            raise UsageError(f"run={cfg.run}: no {RUN_FILE} there (not a search run directory)")
+        run = json.loads((run_dir / RUN_FILE).read_text())
+        storage, name = cfg.storage or run.get("storage"), cfg.study_name or run.get("study_name")
+        if storage and storage.startswith("sqlite:///") and not Path(storage[10:]).exists():
+            if (run_dir / "study.db").is_file():  # the run directory was moved or copied
+                storage = f"sqlite:///{(run_dir / 'study.db').resolve()}"
+        return run_dir, run, _load_study(storage, name)
+    if not (cfg.storage and cfg.study_name):
+        raise UsageError("give run=RUN_DIR, or storage=URL and study_name=NAME")
+    study = _load_study(cfg.storage, cfg.study_name)
+    if study.user_attrs.get("run_dir"):
+        run_dir = Path(study.user_attrs["run_dir"])
+        if not (run_dir / RUN_FILE).is_file():
+            raise UsageError(f"study {cfg.study_name!r} names run_dir={run_dir}, which has no {RUN_FILE}")  # fmt: skip
+        return run_dir, json.loads((run_dir / RUN_FILE).read_text()), study
+    if isinstance(study.user_attrs.get("run"), dict):
+        return None, study.user_attrs["run"], study
+    raise UsageError(f"study {cfg.study_name!r} records no run (user attribute `run_dir`); use run=RUN_DIR")  # fmt: skip
+
+
+def _load_study(storage: str | None, name: str | None) -> optuna.Study:
+    if not storage or not name:
+        raise UsageError(f"the run names no study (storage={storage!r}, study_name={name!r})")
+    try:
+        return optuna.load_study(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler())  # fmt: skip
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise UsageError(f"no study {name!r} in {storage}; studies there: {', '.join(names) or 'none'}") from None  # fmt: skip
+
+
+def choose_trials(
+    study: optuna.Study, selection: str | int | Sequence[int], direction: str = "maximize"
+) -> list[optuna.trial.FrozenTrial]:
+    """The trials ``selection`` names: ``pareto`` (the front, by number), ``best`` (best
+    ``values[0]`` on the front in ``direction``), ``fastest`` (lowest ``values[1]``, the latency
+    ratio, on the front) or trial numbers (completed trials only)."""
+    if isinstance(selection, str) and selection in SELECTIONS:
+        front = sorted(study.best_trials, key=lambda t: t.number)
+        if not front:
+            raise UsageError(f"study {study.study_name!r} has no completed trials")
+        if selection == "best":
+            pick = max if direction == "maximize" else min
+            return [pick(front, key=lambda t: t.values[0])]
+        if selection == "fastest":
+            return [min(front, key=lambda t: t.values[1])]
+        return front
+    numbers = [selection] if isinstance(selection, int) else selection
+    if isinstance(numbers, str) or not all(isinstance(n, int) for n in numbers):
+        raise UsageError(f"trials must be pareto, best, fastest or a list of trial numbers, got {selection!r}")  # fmt: skip
+    done = {t.number: t for t in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])}  # fmt: skip
+    unknown = [n for n in numbers if n not in done]
+    if unknown:
+        raise UsageError(f"trials: no completed trial {unknown[0]} in study {study.study_name!r}; valid: {', '.join(map(str, sorted(done)))}")  # fmt: skip
+    return [done[n] for n in dict.fromkeys(numbers)]
+
+
+def pareto_rows(run_dir: Path | None) -> dict[int, dict[str, str]]:
+    """``pareto.csv`` rows by trial number, values as the strings in the file."""
+    path = run_dir / PARETO_FILE if run_dir else None
+    if path is None or not path.is_file():
+        return {}
+    with path.open(newline="") as f:
+        return {int(row["trial"]): row for row in csv.DictReader(f)}
+
+
+def _seeded_input(task, shape: Sequence[int], seed: int) -> torch.Tensor:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return task.example_input(tuple(shape))
+
+
+def export_trial(trial: optuna.trial.FrozenTrial, dest: Path, ctx: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """Write ``dest`` for one trial (see the module doc) and return its export record."""
+    cfg, task, run = ctx["cfg"], ctx["task"], ctx["run"]
+    if "arch" not in trial.user_attrs:
+        raise UsageError(f"trial {trial.number} has no user attribute `arch`")
+    try:
+        arch = Arch.from_dict(trial.user_attrs["arch"])
+    except ValueError as e:
+        raise UsageError(f"trial {trial.number}: invalid `arch` user attribute: {e}") from None
+    k = int(cfg.finetune_steps)
+    if cfg.retrain:
+        model = init_model(arch, cfg.seed)
+        weights = f"trained from scratch for {k} steps (seed {cfg.seed}, lr {cfg.train.lr})"
+    else:
+        model = ctx["supernet"].extract(arch)
+        weights = "inherited from the supernet" + (f", fine-tuned {k} steps (seed {cfg.seed}, lr {cfg.train.lr})" if k else "")  # fmt: skip
+    dest.mkdir(parents=True)
+    training = None
+    if k > 0:
+        t = cfg.train
+        training = train_model(
+            model, task, max_steps=k, lr=t.lr, weight_decay=t.weight_decay, warmup_steps=t.warmup_steps,
+            batch_size=t.batch_size, seed=cfg.seed, progress=cfg.progress, val_every=t.val_every,
+            out=dest if t.val_every else None, **OmegaConf.to_container(cfg.trainer, resolve=True),
+        )  # fmt: skip
+    model = model.cpu().eval()
+    data = task.datamodule()
+    data.setup("fit")
+    data.setup("test")
+    after = {
+        "val_metric": task.evaluate(model, data.val_dataloader(), max_batches=cfg.eval_batches),
+        "test_metric": task.evaluate(model, data.test_dataloader(), max_batches=cfg.eval_batches),
+    }
+    save_exported(model, dest)
+    if callable(getattr(task, "export_files", None)):
+        task.export_files(dest)  # what the task needs to be used, e.g. a vocabulary
+
+    onnx_shape = list(cfg.onnx.shape or ctx["latency_shape"])
+    example = _seeded_input(task, onnx_shape, cfg.seed)
+    portable = write_portable(model, example, dest, dynamic=cfg.onnx.dynamic)
+    with torch.no_grad():
+        save_file({"inputs": example, "outputs": model(example).contiguous()}, str(dest / REFERENCE_FILE))  # fmt: skip
+
+    lat_shape = list(cfg.latency.shape or ctx["latency_shape"])
+    lat = measure(model, _seeded_input(task, lat_shape, cfg.seed), cfg.latency.device, threads=cfg.latency.threads,
+                  min_run_time=cfg.latency.min_run_time, min_runs=cfg.latency.min_runs)  # fmt: skip
+    model.cpu()
+    tokens = lat_shape[1] if len(lat_shape) == 2 else arch.max_len
+    info = {
+        "trial": trial.number, "space": run.get("space", "?"), "task": task.to_config(),
+        "metric": task.metric_name, "direction": task.direction, "arch": arch.to_dict(),
+        "signature": arch.signature, "weights": weights, "training": training, "after": after,
+        "search_row": ctx["rows"].get(trial.number),
+        "search_attrs": {k: v for k, v in trial.user_attrs.items() if k != "arch"},
+        "search_values": list(trial.values or []),
+        "latency": {**lat.to_dict(), "device": lat.fingerprint.device, "fingerprint_key": lat.fingerprint.key,
+                    "fingerprint": str(lat.fingerprint)},
+        "params": model.num_params(), "flops": model.flops(tokens), "flops_tokens": tokens,
+        "portable": portable.to_dict(), "study_name": ctx["study"].study_name,
+        "storage": ctx["storage"], "supernet": str(ctx["supernet_dir"]),
+        "run_dir": str(ctx["run_dir"]) if ctx["run_dir"] else None, "git_commit": run.get("git_commit"),
+        "command": ctx["command"],
+    }  # fmt: skip
+    info["files"] = sorted(p.name for p in dest.iterdir()) + ["export.json", "README.md"]
+    (dest / "export.json").write_text(json.dumps(info, indent=2, default=str))
+    (dest / "README.md").write_text(model_card(info))
+    return info
+
+
+def export(cfg: DictConfig, argv: Sequence[str] = ()) -> int:
+    import_plugins(cfg)
+    if not cfg.out:
+        raise UsageError("choose the export folder with out=DIR")
+    out = Path(cfg.out)
+    if out.exists() and not cfg.overwrite:
+        raise UsageError(f"out={out} already exists; choose another folder or add overwrite=true")
+    if not isinstance(cfg.finetune_steps, int) or cfg.finetune_steps < 0:
+        raise UsageError(f"finetune_steps must be a non-negative integer, got {cfg.finetune_steps!r}")  # fmt: skip
+    if cfg.retrain and cfg.finetune_steps == 0:
+        raise UsageError("retrain=true trains from scratch for finetune_steps steps: set finetune_steps=K > 0")  # fmt: skip
+    run_dir, run, study = load_run(cfg)
+    trials_sel = cfg.trials
+    if isinstance(trials_sel, ListConfig):
+        trials_sel = OmegaConf.to_container(trials_sel)
+    trials = choose_trials(study, trials_sel, run.get("direction", "maximize"))
+    task = get_task(run["task"])
+    supernet_dir = Path(run.get("supernet", "supernet"))
+    if not supernet_dir.is_absolute() and run_dir is not None:
+        supernet_dir = run_dir / supernet_dir
+    supernet = None if cfg.retrain else load_supernet(supernet_dir)[0]
+    ctx = {
+        "cfg": cfg, "task": task, "run": run, "run_dir": run_dir, "study": study, "supernet": supernet,
+        "supernet_dir": supernet_dir, "storage": cfg.storage or run.get("storage"), "rows": pareto_rows(run_dir),
+        "latency_shape": run.get("latency_shape") or list(task.latency_shape),
+        "command": " ".join(["python -m nas.export", *argv]),
+    }  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        infos = [export_trial(t, tmp / f"trial_{t.number}", ctx) for t in tqdm(trials, desc="export", unit="trial", disable=not cfg.progress)]  # fmt: skip
+        OmegaConf.save(cfg, tmp / "config.yaml")
+        write_summary(tmp / "summary.csv", infos)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():  # overwrite=true: swap only now that the new export is complete
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+    print(f"exported {len(infos)} trial(s) to {out}")
+    return 0
+
+
+def write_summary(path: Path, infos: list[dict[str, Any]]) -> None:
+    """One row per exported trial; also printed."""
+    cols = ["trial", "signature", "val_metric", "test_metric", "latency_ms", "params", "flops", "onnx_max_abs_diff", "dynamic_axes"]  # fmt: skip
+    rows = [
+        [i["trial"], i["signature"], f"{i['after']['val_metric']:.4f}", f"{i['after']['test_metric']:.4f}",
+         f"{i['latency']['median_ms']:.4g}", i["params"], i["flops"], f"{i['portable']['onnx_max_abs_diff']:.2g}",
+         "/".join(i["portable"]["dynamic_axes"].values()) or "-"]
+        for i in infos
+    ]  # fmt: skip
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([cols, *rows])
+    for row in [cols, *rows]:
+        print("  ".join(f"{str(v):>12}" for v in row))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return run_cli(lambda cfg: export(cfg, argv), "export", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
