@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from search_spaces.ops.base import causal_pairs
-from search_spaces.ops.projections import AttentionProjections, key_mask
+from search_spaces.ops.projections import AttentionProjections, append_kv, decode_mask, key_mask
 from search_spaces.registry import register_op
 
 
@@ -25,8 +25,14 @@ class SoftmaxAttention(AttentionProjections):
     head among ``heads / kv_heads`` query heads (Ainslie et al. 2023).
     """
 
-    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        q, k, v = self.project(x)  # (B, H, L, hd), (B, Hkv, L, hd) x 2
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        padding_mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        q, k, v = self.project(x, positions)  # (B, H, L, hd), (B, Hkv, L, hd) x 2
         k, v = self.expand_kv(k), self.expand_kv(v)  # (B, H, L, hd)
         L = x.shape[1]
         if padding_mask is None:
@@ -35,6 +41,25 @@ class SoftmaxAttention(AttentionProjections):
             mask = key_mask(padding_mask, self.causal, L, L, x.device)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.merge(y)  # (B, L, D)
+
+    def step(
+        self,
+        x: torch.Tensor,
+        state: tuple | None,
+        *,
+        padding_mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, tuple]:
+        """Causal incremental decoding: ``x`` (B, T, D) are the tokens after those in ``state``
+        (None at the start); returns their outputs and the new state, a KV cache
+        ``(k, v, valid)`` that grows with every token. Equals ``forward`` on the whole sequence."""
+        if not self.causal:
+            raise ValueError(f"{self.op_name}.step needs causal=True")
+        q, k, v = self.project(x, positions)  # (B, H, T, hd), (B, Hkv, T, hd) x 2
+        k, v, valid, state = append_kv(state, k, v, padding_mask)
+        mask = decode_mask(valid, x.shape[1])  # (B, 1, T, S)
+        y = F.scaled_dot_product_attention(q, self.expand_kv(k), self.expand_kv(v), attn_mask=mask)
+        return self.merge(y), state
 
     def sdpa_flops(self, seq_len: int) -> int:
         """The part of ``flops`` computed inside ``scaled_dot_product_attention``."""

@@ -142,8 +142,14 @@ class LinearAttention(AttentionProjections):
         self.chunk_size = chunk_size
         self.feature_map = FEATURE_MAPS[feature_map](self.heads, self.head_dim, feature_dim)
 
-    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        q, k, v = self.project(x)  # (B, H, L, hd), (B, Hkv, L, hd) x 2
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        padding_mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        q, k, v = self.project(x, positions)  # (B, H, L, hd), (B, Hkv, L, hd) x 2
         k, v = self.expand_kv(k), self.expand_kv(v)  # (B, H, L, hd)
         fq, fk = self.feature_map(q), self.feature_map(k)  # (B, H, L, F)
         v = torch.cat([v, v.new_ones(v.shape[:-1] + (1,))], dim=-1)  # (B, H, L, hd + 1)
@@ -158,6 +164,34 @@ class LinearAttention(AttentionProjections):
             y = fq @ (fk.transpose(-1, -2) @ v)  # (B, H, L, hd + 1)
         y = y[..., :-1] / (y[..., -1:] + self.eps)  # (B, H, L, hd)
         return self.merge(y)  # (B, L, D)
+
+    def step(
+        self,
+        x: torch.Tensor,
+        state: torch.Tensor | None,
+        *,
+        padding_mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Causal incremental decoding with a constant-size state: ``S = Σ φ(k) [v, 1]ᵀ`` over
+        the tokens seen, (B, H, F, hd + 1); ``x`` (B, T, D) are the next tokens."""
+        if not self.causal:
+            raise ValueError("linear.step needs causal=True")
+        q, k, v = self.project(x, positions)  # (B, H, T, hd), (B, Hkv, T, hd) x 2
+        k, v = self.expand_kv(k), self.expand_kv(v)  # (B, H, T, hd)
+        fq, fk = self.feature_map(q), self.feature_map(k)  # (B, H, T, F)
+        v = torch.cat([v, v.new_ones(v.shape[:-1] + (1,))], dim=-1)  # (B, H, T, hd + 1)
+        if padding_mask is not None:
+            keep = padding_mask[:, None, :, None].to(fk.dtype)
+            fk, v = fk * keep, v * keep
+        y = causal_linear_chunked(fq, fk, v, min(self.chunk_size, x.shape[1]))
+        if state is not None:
+            y = y + fq @ state  # (B, H, T, hd + 1): contribution of every earlier token
+            state = state + fk.transpose(-1, -2) @ v
+        else:
+            state = fk.transpose(-1, -2) @ v  # (B, H, F, hd + 1)
+        y = y[..., :-1] / (y[..., -1:] + self.eps)  # (B, H, T, hd)
+        return self.merge(y), state
 
     def flops(self, seq_len: int) -> int:
         feats, dv, H = self.feature_map.out_dim, self.head_dim + 1, self.heads

@@ -46,14 +46,17 @@ class AttentionProjections(Operator):
         self.o_proj = nn.Linear(heads * head_dim, dim, bias=out_bias)
         self.rotary = RotaryEmbedding(head_dim, rope_theta) if rope_theta else None
 
-    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q (B, H, L, hd), k and v (B, H_kv, L, hd), with rotary applied when configured."""
+    def project(
+        self, x: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q (B, H, L, hd), k and v (B, H_kv, L, hd), with rotary applied when configured
+        (at ``positions`` (B or 1, L) when given, else 0..L-1)."""
         B, L, _ = x.shape
         q = self.q_proj(x).view(B, L, self.heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, L, self.kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, L, self.kv_heads, self.head_dim).transpose(1, 2)
         if self.rotary is not None:
-            q, k = self.rotary(q, k)
+            q, k = self.rotary(q, k, positions)
         return q, k, v
 
     def expand_kv(self, t: torch.Tensor) -> torch.Tensor:
@@ -88,3 +91,35 @@ def key_mask(
         return None
     eye = torch.eye(q_len, k_len, dtype=torch.bool, device=device)[None, None]
     return mask | (eye & ~mask.any(-1, keepdim=True))
+
+
+def decode_mask(key_valid: torch.Tensor, q_len: int, window: int | None = None) -> torch.Tensor:
+    """Boolean mask (B, 1, q_len, S) for the last ``q_len`` of ``S`` cached keys attending
+    causally (within ``window`` keys back when given) to real keys (``key_valid`` (B, S)).
+
+    A query with no allowed key (a padded one) attends to itself only, as in ``key_mask``."""
+    S = key_valid.shape[1]
+    qpos = torch.arange(S - q_len, S, device=key_valid.device)[:, None]  # (q_len, 1)
+    kpos = torch.arange(S, device=key_valid.device)[None]  # (1, S)
+    allowed = kpos <= qpos
+    if window is not None:
+        allowed = allowed & (kpos > qpos - window)
+    mask = allowed[None, None] & key_valid[:, None, None, :]  # (B, 1, q_len, S)
+    eye = (kpos == qpos)[None, None]
+    return mask | (eye & ~mask.any(-1, keepdim=True))
+
+
+def append_kv(state, k, v, padding_mask, keep: int | None = None):
+    """Concatenate new keys/values (B, H_kv, T, hd) and their validity onto a cached
+    ``(k, v, valid)`` state; ``keep`` bounds the cache to the last ``keep`` keys (the new ones
+    are always returned in full with the cached ones, before trimming)."""
+    B, _, T, _ = k.shape
+    valid = padding_mask if padding_mask is not None else k.new_ones(B, T, dtype=torch.bool)
+    if state is not None:
+        k = torch.cat([state[0], k], dim=2)
+        v = torch.cat([state[1], v], dim=2)
+        valid = torch.cat([state[2], valid], dim=1)
+    new_state = (k, v, valid)
+    if keep is not None:
+        new_state = (k[:, :, -keep:], v[:, :, -keep:], valid[:, -keep:]) if keep > 0 else None
+    return k, v, valid, new_state

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from search_spaces.ops.projections import AttentionProjections
+from search_spaces.ops.projections import AttentionProjections, append_kv, decode_mask
 from search_spaces.registry import register_op
 
 
@@ -101,10 +101,16 @@ class SlidingWindowAttention(AttentionProjections):
         # SDPA's batch is (B heads): a per-sequence mask is repeated for each head
         return bias if padding_mask is None else bias.repeat_interleave(self.heads, dim=0)
 
-    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        padding_mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         B, L, _ = x.shape
         H, hd = self.heads, self.head_dim
-        q, k, v = self.project(x)  # (B, H, L, hd), (B, Hkv, L, hd) x 2
+        q, k, v = self.project(x, positions)  # (B, H, L, hd), (B, Hkv, L, hd) x 2
         block, n, before, after = self.layout(L)
         q = F.pad(q, (0, 0, 0, n * block - L)).reshape(B * H, n, block, hd)  # (B H, n, block, hd)
         groups = H // self.kv_heads
@@ -114,6 +120,26 @@ class SlidingWindowAttention(AttentionProjections):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B H, n, block, hd)
         y = y.view(B, H, n * block, hd)[:, :, :L]  # (B, H, L, hd)
         return self.merge(y)  # (B, L, D)
+
+    def step(
+        self,
+        x: torch.Tensor,
+        state: tuple | None,
+        *,
+        padding_mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, tuple | None]:
+        """Causal incremental decoding with a bounded cache: the state keeps only the last
+        ``window - 1`` keys/values (and their validity), whatever the length decoded so far."""
+        if not self.causal:
+            raise ValueError("sliding_window.step needs causal=True")
+        q, k, v = self.project(x, positions)  # (B, H, T, hd), (B, Hkv, T, hd) x 2
+        k, v, valid, state = append_kv(state, k, v, padding_mask, keep=self.window - 1)
+        mask = decode_mask(valid, x.shape[1], self.window)  # (B, 1, T, S)
+        groups = self.heads // self.kv_heads
+        k, v = (t.repeat_interleave(groups, dim=1) if groups > 1 else t for t in (k, v))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, hd)
+        return self.merge(y), state
 
     def sdpa_flops(self, seq_len: int) -> int:
         """The part of ``flops`` computed inside ``scaled_dot_product_attention``."""

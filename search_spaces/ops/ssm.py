@@ -32,13 +32,17 @@ def ssd_scan(
     C: torch.Tensor,
     D: torch.Tensor,
     chunk_size: int,
-) -> torch.Tensor:
+    initial_state: torch.Tensor | None = None,
+    return_final_state: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Chunked scan of ``h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_tᵀ``, ``y_t = h_t C_t + D x_t``.
 
     Shapes: x (b, L, h, p), dt (b, L, h), A and D (h,), B and C (b, L, n) shared by all heads;
     returns y (b, L, h, p). The "minimal SSD" algorithm of Dao & Gu (2024): quadratic attention-like
     form inside each chunk, a linear recurrence over chunk states between chunks. The tail is
-    zero-padded with dt = 0, which neither decays nor feeds the state.
+    zero-padded with dt = 0, which neither decays nor feeds the state. ``initial_state``
+    (b, h, n, p) is the state before the first token (zero by default); with
+    ``return_final_state`` the state after the last token is returned too (for decoding).
     """
     b, L, h, p = x.shape
     cs = min(chunk_size, L)
@@ -58,7 +62,8 @@ def ssd_scan(
     states = B.transpose(-1, -2) @ (xdt * decay_to_end)  # (b, h, c, n, p)
     # 3. recurrence over chunk states (sequential: linear in the number of chunks)
     chunk_decay = torch.exp(dA_cs[..., -1])[..., None, None]  # (b, h, c, 1, 1)
-    carried, h_t = [], torch.zeros_like(states[:, :, 0])  # (b, h, n, p)
+    h_t = torch.zeros_like(states[:, :, 0]) if initial_state is None else initial_state
+    carried = []  # h_t: (b, h, n, p)
     for i in range(c):
         carried.append(h_t)
         h_t = h_t * chunk_decay[:, :, i] + states[:, :, i]
@@ -66,7 +71,8 @@ def ssd_scan(
     # 4. carried state -> outputs, decayed to each position
     y = torch.addcmul(y, C @ carried, torch.exp(dA_cs)[..., None])  # (b, h, c, l, p)
     y = y.view(b, h, c * cs, p)[:, :, :L].transpose(1, 2)  # (b, L, h, p)
-    return torch.addcmul(y, x, D[:, None])
+    y = torch.addcmul(y, x, D[:, None])
+    return (y, h_t) if return_final_state else y
 
 
 def _flip(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -167,6 +173,35 @@ class SelectiveSSM(Operator):
         A = -torch.exp(self.A_log)
         y = ssd_scan(xs, dt, A, Bm, Cm, self.D, self.chunk_size)
         return flip(y.reshape(B_, L, self.d_inner), 1)  # (B, L, d_inner)
+
+    def step(
+        self,
+        x: torch.Tensor,
+        state: tuple[torch.Tensor, torch.Tensor] | None,
+        *,
+        padding_mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Causal incremental decoding with a constant-size state: the last ``conv_kernel - 1``
+        conv inputs (B, C, K - 1) and the SSM state (B, h, n, p). ``positions`` is unused."""
+        if not self.causal:
+            raise ValueError("ssm.step needs causal=True")
+        w_z, w_xBC, w_dt = self.in_proj.weight.split([self.d_inner, self.conv_dim, self.heads])
+        xBC = zero_padded(F.linear(x, w_xBC), padding_mask).transpose(1, 2)  # (B, C, T)
+        dt = zero_padded(F.softplus(F.linear(x, w_dt) + self.dt_bias), padding_mask)  # (B, T, h)
+        B_, _, T = xBC.shape
+        K = self.conv_kernel
+        past = xBC.new_zeros(B_, self.conv_dim, K - 1) if state is None else state[0]
+        xBC = torch.cat([past, xBC], dim=-1)  # (B, C, K - 1 + T)
+        conv_state = xBC[..., xBC.shape[-1] - (K - 1) :]
+        xBC = F.silu(self.conv1d(xBC)).transpose(1, 2)  # (B, T, C)
+        xs, Bm, Cm = xBC.split([self.d_inner, self.d_state, self.d_state], dim=-1)
+        xs = xs.reshape(B_, T, self.heads, self.head_dim)  # (B, T, h, p)
+        A = -torch.exp(self.A_log)
+        h0 = None if state is None else state[1]
+        y, h = ssd_scan(xs, dt, A, Bm, Cm, self.D, self.chunk_size, h0, return_final_state=True)
+        y = y.reshape(B_, T, self.d_inner)
+        return self.out_proj(self.norm(y * F.silu(F.linear(x, w_z)))), (conv_state, h)
 
     def fused_segments(self) -> dict[str, tuple[int, tuple[int, ...]]]:
         n, d = self.d_state, self.d_inner

@@ -1,0 +1,124 @@
+"""Calibration and evaluation text, and token batches.
+
+The source is a setting (``text.source``): ``corpus`` (every ``conf/corpus/*.txt``, public-domain
+English; see ``conf/corpus/SOURCES.md``), one corpus file by name, or a path to a ``.txt`` file.
+Each file's paragraphs are split in order: the last ``eval_fraction`` go to evaluation, the rest
+to calibration, so the two never share text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def corpus_dir() -> Path:
+    return Path(str(resources.files("conf"))) / "corpus"
+
+
+def source_files(source: str) -> list[Path]:
+    """The text files of a source setting (see the module docstring)."""
+    if source == "corpus":
+        files = sorted(corpus_dir().glob("*.txt"))
+        if not files:
+            raise FileNotFoundError(f"no corpus text found in {corpus_dir()}")
+        return files
+    named = corpus_dir() / f"{source}.txt"
+    if named.is_file():
+        return [named]
+    path = Path(source).expanduser()
+    if path.is_file():
+        return [path]
+    names = sorted(p.stem for p in corpus_dir().glob("*.txt"))
+    raise FileNotFoundError(
+        f"text.source {source!r} is not 'corpus', a corpus name ({', '.join(names)}) or a file"
+    )
+
+
+def paragraphs(text: str, min_chars: int = 80) -> list[str]:
+    """Blank-line separated paragraphs, whitespace collapsed, short ones (headings) dropped."""
+    out = (" ".join(p.split()) for p in re.split(r"\n\s*\n", text))
+    return [p for p in out if len(p) >= min_chars]
+
+
+def sentences(paras: list[str], min_words: int = 5, max_words: int = 40) -> list[str]:
+    out = []
+    for p in paras:
+        for s in re.split(r"(?<=[.!?;])\s+(?=[`'\"(A-Z])", p):
+            if min_words <= len(s.split()) <= max_words:
+                out.append(s)
+    return out
+
+
+@dataclasses.dataclass
+class TextSplit:
+    """Disjoint calibration and evaluation paragraphs, and where they came from."""
+
+    calibration: list[str]
+    evaluation: list[str]
+    sources: list[str]
+
+
+def split_text(source: str, eval_fraction: float = 0.2) -> TextSplit:
+    if not 0 < eval_fraction < 1:
+        raise ValueError(f"text.eval_fraction must be in (0, 1), got {eval_fraction}")
+    calib, evals, names = [], [], []
+    for f in source_files(source):
+        paras = paragraphs(f.read_text(encoding="utf-8", errors="replace"))
+        cut = int(round(len(paras) * (1 - eval_fraction)))
+        calib += paras[:cut]
+        evals += paras[cut:]
+        names.append(str(f))
+    if not calib or not evals:
+        raise ValueError(f"text.source {source!r} has too little text to split")
+    return TextSplit(calib, evals, names)
+
+
+def passages(
+    tokenizer: Any, paras: list[str], min_tokens: int, max_tokens: int, seed: int = 0
+) -> list[str]:
+    """Consecutive windows of the text, each ``min_tokens``..``max_tokens`` tokens long (special
+    tokens included; lengths drawn uniformly), cut at token boundaries. One tokenizer call."""
+    text = " ".join(paras)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    offsets = enc["offset_mapping"]
+    specials = tokenizer.num_special_tokens_to_add()
+    rng = random.Random(seed)
+    out, i = [], 0
+    while True:
+        n = rng.randint(min_tokens, max_tokens) - specials
+        if i + n > len(offsets):
+            return out
+        out.append(text[offsets[i][0] : offsets[i + n - 1][1]])
+        i += n
+
+
+def sample(items: list[str], n: int, seed: int) -> list[str]:
+    """``n`` items in a fixed pseudo-random order (all of them when there are fewer)."""
+    items = list(items)
+    random.Random(seed).shuffle(items)
+    return items[:n]
+
+
+def batches(
+    tokenizer: Any, texts: list[str], batch_size: int, max_len: int
+) -> list[dict[str, torch.Tensor]]:
+    """Tokenised, padded batches; texts sorted by length first so padding stays small."""
+    texts = sorted(texts, key=len)
+    out = []
+    for i in range(0, len(texts), batch_size):
+        enc = tokenizer(
+            texts[i : i + batch_size],
+            padding=True,
+            truncation=True,
+            max_length=max_len,
+            return_tensors="pt",
+        )
+        out.append({k: v for k, v in enc.items() if k in ("input_ids", "attention_mask")})
+    return out

@@ -1,0 +1,79 @@
+"""A model family: where a Hugging Face architecture keeps its layers, attention and MLP, and how
+their weights map onto operators from ``search_spaces.ops``.
+
+Contract (every family):
+- ``layers(model)`` is the ``nn.ModuleList`` of transformer layers, in order;
+- ``attention_hparams(config)`` are the hyperparameters an attention-like operator needs to take
+  the pretrained Q/K/V/O weights unchanged (``heads``, ``kv_heads``, ``head_dim``, bias flags);
+- ``attention_weights(layer)`` / ``mlp_weights(layer)`` return the pretrained tensors under the
+  parameter names of the operator (``q_proj.weight``, ``mlp.fc1.weight``, ...);
+- ``capture(layer, slot)`` names the modules whose input and output a slot replaces (stage 1 hooks);
+- ``install(layer, slot, op, layer_idx)`` swaps the grafted operator in, wrapped so that it takes
+  the call signature of the module it replaces; it returns the wrapper, whose ``core(x,
+  padding_mask, positions)`` computes the captured output from the captured input.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import torch
+from torch import nn
+
+SLOTS = ("mixer", "mlp")
+
+
+class Family(abc.ABC):
+    """Base class of the model families; see the module docstring for the contract."""
+
+    name: str
+    model_types: tuple[str, ...]
+    causal: bool
+
+    @abc.abstractmethod
+    def layers(self, model: nn.Module) -> nn.ModuleList: ...
+
+    @abc.abstractmethod
+    def attention_hparams(self, config: Any) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def mlp_hparams(self, config: Any) -> dict[str, Any]:
+        """``{"name": channel op of the host MLP, "hidden": width, ...}``."""
+
+    @abc.abstractmethod
+    def attention_weights(self, layer: nn.Module) -> dict[str, torch.Tensor]: ...
+
+    @abc.abstractmethod
+    def mlp_weights(self, layer: nn.Module) -> dict[str, torch.Tensor]: ...
+
+    @abc.abstractmethod
+    def capture(self, layer: nn.Module, slot: str) -> tuple[nn.Module, nn.Module]:
+        """(module whose first input is the slot's input, module whose output is the slot's)."""
+
+    @abc.abstractmethod
+    def install(self, layer: nn.Module, slot: str, op: nn.Module, layer_idx: int) -> nn.Module: ...
+
+    def check_config(self, config: Any) -> None:
+        """Raise ``ValueError`` for a configuration this family cannot graft exactly."""
+        return None
+
+    def rotary(self, model: nn.Module) -> tuple[torch.Tensor, float] | None:
+        """(inv_freq, attention scaling) of the host's rotary embedding, or None without RoPE."""
+        return None
+
+    def dim(self, config: Any) -> int:
+        return int(config.hidden_size)
+
+    def num_layers(self, model: nn.Module) -> int:
+        return len(self.layers(model))
+
+
+def first_input(args: tuple, kwargs: dict) -> torch.Tensor:
+    """The hidden states a module was called with, positionally or as ``hidden_states=``."""
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def conv1d_to_linear(weight: torch.Tensor) -> torch.Tensor:
+    """GPT-2's ``Conv1D`` stores (in, out); ``nn.Linear`` stores (out, in)."""
+    return weight.t().contiguous()

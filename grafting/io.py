@@ -1,0 +1,86 @@
+"""Saving a grafted model and ``load(DIR)``: a ``transformers`` model again, in a fresh process.
+
+A grafted directory holds ``grafted.safetensors`` (every weight), ``config.json`` (the host's
+Hugging Face config), ``plan.yaml``, the tokenizer (and sentence-transformers pooling files for
+encoders), ``config.yaml`` (the resolved run config) and ``report.json``. ``load`` rebuilds the
+host architecture from its config, re-applies the plan's surgery (structure only) and loads the
+weights strictly, so the model has the host's forward signature and ``generate()``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from grafting.checkpoints import model_class, read_config
+from grafting.families import get_family
+from grafting.plan import GraftPlan, load_plan
+from grafting.surgery import graft
+
+WEIGHTS = "grafted.safetensors"
+POOLING_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+
+
+def save(
+    out: Path,
+    model: nn.Module,
+    plan: GraftPlan,
+    *,
+    tokenizer: Any = None,
+    host_path: Path | None = None,
+    run_config: dict[str, Any] | None = None,
+    report: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a grafted model to ``out``, atomically: files go to a temporary sibling directory
+    that replaces ``out`` only once complete, so a failed save leaves nothing half-written."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"out {str(out)!r} exists and is not empty (set overwrite=true)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        save_model(model, str(tmp / WEIGHTS))  # handles tied weights (lm_head = embeddings)
+        model.config.save_pretrained(tmp)
+        (tmp / "plan.yaml").write_text(yaml.safe_dump(plan.to_dict(), sort_keys=False))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if host_path is not None:
+            for name in POOLING_FILES:
+                if (host_path / name).is_file():
+                    shutil.copy(host_path / name, tmp / name)
+            for sub in host_path.glob("1_Pooling"):
+                shutil.copytree(sub, tmp / sub.name)
+        if run_config is not None:
+            (tmp / "config.yaml").write_text(yaml.safe_dump(run_config, sort_keys=False))
+        if report is not None:
+            (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out
+
+
+def load(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """The grafted ``transformers`` model saved in ``path`` (eval mode)."""
+    path = Path(path)
+    if not (path / WEIGHTS).is_file() or not (path / "plan.yaml").is_file():
+        raise FileNotFoundError(f"{str(path)!r} is not a grafted model (no {WEIGHTS} / plan.yaml)")
+    config = read_config(path)
+    family = get_family(config)
+    model = model_class(family).from_config(config, attn_implementation="sdpa", dtype=dtype)
+    graft(model, family, load_plan(path / "plan.yaml"), init=False)
+    missing, unexpected = load_model(model, str(path / WEIGHTS), strict=True)
+    return model.eval()

@@ -1,0 +1,182 @@
+"""Evaluation of a grafted model against its teacher: fidelity on held-out short sentences and
+256-512-token passages, measured latency (host vs grafted, side by side), decode throughput for
+decoders, parameters and time per stage; ``table`` renders the report for the terminal."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from scipy.stats import spearmanr
+from torch import nn
+from torch.utils import benchmark
+
+from grafting.checkpoints import Host, embed
+
+
+@torch.no_grad()
+def encoder_fidelity(
+    host: Host, teacher: nn.Module, student: nn.Module, batches: list[dict[str, torch.Tensor]]
+) -> dict[str, float]:
+    """Mean/min cosine between teacher and student embeddings, and the Spearman correlation of
+    their pairwise similarities (how well the grafted model keeps the teacher's ranking)."""
+    t = torch.cat([embed(host, teacher, b) for b in batches])
+    s = torch.cat([embed(host, student, b) for b in batches])
+    cos = F.cosine_similarity(t, s, dim=-1)
+    iu = torch.triu_indices(len(t), len(t), offset=1)
+    tn, sn = F.normalize(t, dim=-1), F.normalize(s, dim=-1)
+    t_sim, s_sim = (tn @ tn.T)[iu[0], iu[1]], (sn @ sn.T)[iu[0], iu[1]]
+    rho = float(spearmanr(t_sim.numpy(), s_sim.numpy()).statistic) if len(t) > 2 else float("nan")
+    return {
+        "n": len(t),
+        "mean_cosine": float(cos.mean()),
+        "min_cosine": float(cos.min()),
+        "spearman": rho,
+    }
+
+
+@torch.no_grad()
+def decoder_fidelity(
+    teacher: nn.Module, student: nn.Module, batches: list[dict[str, torch.Tensor]]
+) -> dict[str, float]:
+    """Perplexity of teacher and student on the text, and the mean per-token KL(teacher||student)."""
+    nll_t = nll_s = kl = 0.0
+    tokens = 0
+    for b in batches:
+        mask = b["attention_mask"].bool()
+        lt, ls = teacher(**b).logits.float(), student(**b).logits.float()
+        kl += float(
+            F.kl_div(
+                F.log_softmax(ls[mask], -1),
+                F.log_softmax(lt[mask], -1),
+                log_target=True,
+                reduction="sum",
+            )
+        )
+        target = b["input_ids"][:, 1:]
+        real = mask[:, 1:] & mask[:, :-1]
+        for logits, acc in ((lt, "t"), (ls, "s")):
+            nll = F.cross_entropy(logits[:, :-1][real], target[real], reduction="sum")
+            if acc == "t":
+                nll_t += float(nll)
+            else:
+                nll_s += float(nll)
+        tokens += int(real.sum())
+    n_pos = sum(int(b["attention_mask"].sum()) for b in batches)
+    return {
+        "ppl_teacher": float(torch.tensor(nll_t / max(tokens, 1)).exp()),
+        "ppl_student": float(torch.tensor(nll_s / max(tokens, 1)).exp()),
+        "kl": kl / max(n_pos, 1),
+    }
+
+
+@torch.no_grad()
+def latency(
+    teacher: nn.Module,
+    student: nn.Module,
+    lengths: list[int],
+    vocab_size: int,
+    *,
+    batch_size: int = 1,
+    rounds: int = 3,
+    min_run_time: float = 0.2,
+) -> list[dict[str, float]]:
+    """Forward latency of host and grafted model at each length, timed alternately in the same
+    window (``torch.utils.benchmark``), best median over ``rounds``: the ratio is what counts."""
+    rows = []
+    for n in lengths:
+        ids = torch.randint(0, vocab_size, (batch_size, n))
+        mask = torch.ones_like(ids)
+        best = {"host": float("inf"), "grafted": float("inf")}
+        for _ in range(rounds):
+            for name, model in (("host", teacher), ("grafted", student)):
+                timer = benchmark.Timer(
+                    stmt="model(input_ids=ids, attention_mask=mask)",
+                    globals={"model": model, "ids": ids, "mask": mask},
+                    num_threads=torch.get_num_threads(),
+                )
+                best[name] = min(
+                    best[name], timer.blocked_autorange(min_run_time=min_run_time).median
+                )
+        rows.append(
+            {
+                "seq_len": n,
+                "host_ms": best["host"] * 1e3,
+                "grafted_ms": best["grafted"] * 1e3,
+                "speedup": best["host"] / best["grafted"],
+            }
+        )
+    return rows
+
+
+@torch.no_grad()
+def decode_throughput(
+    model: nn.Module, prompt_len: int, new_tokens: int, vocab_size: int, seed: int = 0
+) -> float:
+    """Greedy generation speed in new tokens per second after a ``prompt_len``-token prompt."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab_size, (1, prompt_len), generator=g)
+    kwargs = dict(
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        pad_token_id=0,
+        attention_mask=torch.ones_like(ids),
+    )
+    start = time.perf_counter()
+    model.generate(ids, **kwargs)
+    return new_tokens / (time.perf_counter() - start)
+
+
+def count_params(model: nn.Module) -> int:
+    seen, total = set(), 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    return total
+
+
+def table(report: dict[str, Any]) -> str:
+    """The report as aligned plain-text tables."""
+    lines = [f"graft {report['plan']} into {report['base']} ({report['family']})", ""]
+    fid = report["fidelity"]
+    keys = sorted({k for v in fid.values() for k in v if k != "n"})
+    lines.append(
+        _rows(
+            ["text", "n", *keys],
+            [[name, v.get("n", ""), *(v.get(k, "") for k in keys)] for name, v in fid.items()],
+        )
+    )
+    lines.append("")
+    lat = report.get("latency", [])
+    if lat:
+        lines.append(
+            _rows(
+                ["seq_len", "host_ms", "grafted_ms", "speedup"],
+                [[r["seq_len"], r["host_ms"], r["grafted_ms"], r["speedup"]] for r in lat],
+            )
+        )
+        lines.append("")
+    dec = report.get("decode")
+    if dec:
+        lines.append(
+            f"decode: {dec['host_tokens_per_s']:.1f} -> {dec['grafted_tokens_per_s']:.1f} tokens/s "
+            f"(prompt {dec['prompt_len']}, {dec['new_tokens']} new tokens)"
+        )
+    p = report["params"]
+    lines.append(f"params: host {p['host']:,}, grafted {p['grafted']:,}")
+    t = report["seconds"]
+    lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()))
+    return "\n".join(lines)
+
+
+def _rows(header: list[str], rows: list[list[Any]]) -> str:
+    def fmt(v: Any) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    cells = [header] + [[fmt(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells)

@@ -1,0 +1,127 @@
+"""Stage 1: every grafted operator regresses the output of the module it replaced.
+
+Hooks on the frozen teacher capture each replaced module's input and output on calibration
+text; the pairs are cached to disk (safetensors, one file per batch) and every new operator is
+then trained on them independently, all of them in one pass over the cache (the recipe of
+"Exploring Diffusion Transformer Designs via Grafting", Chandrasegaran et al. 2025).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from grafting.families.base import Family, first_input
+
+LOSSES = ("l1", "l2", "huber")
+
+
+def key_name(key: tuple[int, str]) -> str:
+    return f"{key[0]}.{key[1]}"
+
+
+@torch.no_grad()
+def capture(
+    teacher: nn.Module,
+    family: Family,
+    keys: list[tuple[int, str]],
+    batches: list[dict[str, torch.Tensor]],
+    cache_dir: Path,
+) -> list[Path]:
+    """Run ``teacher`` on ``batches``; write each batch's ``attention_mask`` and, per grafted
+    (layer, slot), the replaced module's input ``<layer>.<slot>.x`` and output ``.y``."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    layers = family.layers(teacher)
+    store: dict[str, torch.Tensor] = {}
+    handles = []
+    for key in keys:
+        src, dst = family.capture(layers[key[0]], key[1])
+        name = key_name(key)
+
+        def grab_in(module, args, kwargs, name=name):
+            store[f"{name}.x"] = first_input(args, kwargs).detach().contiguous()
+
+        def grab_out(module, args, output, name=name):
+            y = output[0] if isinstance(output, tuple) else output
+            store[f"{name}.y"] = y.detach().contiguous()
+
+        handles.append(src.register_forward_pre_hook(grab_in, with_kwargs=True))
+        handles.append(dst.register_forward_hook(grab_out))
+    files = []
+    try:
+        for i, batch in enumerate(batches):
+            store.clear()
+            teacher(**batch)
+            store["attention_mask"] = batch["attention_mask"].contiguous()
+            path = cache_dir / f"batch_{i:05d}.safetensors"
+            save_file(dict(store), str(path))
+            files.append(path)
+    finally:
+        for h in handles:
+            h.remove()
+    return files
+
+
+def regression_loss(kind: str, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor):
+    """Mean ``l1|l2|huber`` error over real tokens (``mask`` True), averaged over features."""
+    if kind not in LOSSES:
+        raise ValueError(f"stage1.loss must be one of {LOSSES}, but got {kind!r}")
+    fn = {"l1": F.l1_loss, "l2": F.mse_loss, "huber": F.smooth_l1_loss}[kind]
+    return fn(pred[mask], target[mask])
+
+
+def train(
+    wrappers: dict[tuple[int, str], nn.Module],
+    files: list[Path],
+    *,
+    steps: int,
+    lr: float,
+    loss: str = "l2",
+    weight_decay: float = 0.0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train every wrapper's ``core`` to map cached inputs to cached outputs, ``steps`` batches
+    in total (cycling through the cache); the layers' losses are summed but independent (each
+    sees only its own teacher input). Returns per-slot first/last losses and the time taken."""
+    if loss not in LOSSES:
+        raise ValueError(f"stage1.loss must be one of {LOSSES}, but got {loss!r}")
+    start = time.perf_counter()
+    params = [p for w in wrappers.values() for p in w.parameters() if p.requires_grad]
+    history: dict[str, list[float]] = {key_name(k): [] for k in wrappers}
+    if steps <= 0 or not params:
+        return {"steps": 0, "seconds": 0.0, "loss": {}}
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    # modules stay in eval mode: dropout would only add noise to a regression onto a teacher
+    bar = tqdm(range(steps), desc="stage 1", disable=not progress, leave=False)
+    for step in bar:
+        data = load_file(str(files[step % len(files)]))
+        mask = data["attention_mask"].bool()
+        pm = None if bool(mask.all()) else mask
+        positions = torch.arange(mask.shape[1])[None]
+        total = 0.0
+        for key, wrapper in wrappers.items():
+            name = key_name(key)
+            pred = wrapper.core(data[f"{name}.x"], pm, positions)
+            err = regression_loss(loss, pred, data[f"{name}.y"], mask)
+            history[name].append(err.item())
+            total = total + err
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{total.item() / len(wrappers):.4f}")
+    window = max(1, min(10, steps // 5))
+    summary = {
+        name: {"first": h[0], "last": sum(h[-window:]) / len(h[-window:])}
+        for name, h in history.items()
+    }
+    return {"steps": steps, "seconds": time.perf_counter() - start, "loss": summary}

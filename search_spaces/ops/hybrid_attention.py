@@ -1,0 +1,120 @@
+"""Sliding-window softmax + linear attention in one layer (LoLCATs, Zhang et al. 2024)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from search_spaces.ops.linear_attention import FEATURE_MAPS, causal_linear_chunked
+from search_spaces.ops.sliding_window import SlidingWindowAttention, key_blocks
+from search_spaces.registry import register_op
+
+
+@register_op("swa_linear", kind="mixer")
+class SlidingWindowLinearAttention(SlidingWindowAttention):
+    """LoLCATs' hybrid: softmax over the keys inside a sliding window, linear attention over
+    every other key, under one normalisation.
+
+    Equation per head, with ``W(i)`` the window of query ``i`` (as in ``sliding_window``),
+    ``s_ij = exp(q_i·k_j / sqrt(hd) - m_i)`` (``m_i`` the max over ``W(i)``), ``l_ij = φ(q_i)·φ(k_j)``
+    and a learned per-head ``γ = sigmoid(window_factor)``::
+
+        out_i = (γ Σ_{j∈W(i)} s_ij v_j + Σ_{j∉W(i)} l_ij v_j) / (γ Σ_{j∈W(i)} s_ij + Σ_{j∉W(i)} l_ij)
+
+    The window part is computed block-wise like ``sliding_window``; the linear part as the linear
+    sum over all (earlier, when causal) keys minus its in-window share, so cost is linear in L.
+    Same q/k/v/o layout as ``softmax``: pretrained attention weights load unchanged.
+    """
+
+    eps = 1e-6
+    step = None  # the sliding-window step would drop the linear part; no incremental form yet
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        causal: bool = False,
+        heads: int = 4,
+        kv_heads: int | None = None,
+        head_dim: int | None = None,
+        qkv_bias: bool = False,
+        out_bias: bool = False,
+        rope_theta: float | None = None,
+        window: int = 64,
+        block_size: int = 64,
+        feature_map: str = "hedgehog",
+        feature_dim: int | None = None,
+        chunk_size: int = 64,
+    ) -> None:
+        super().__init__(
+            dim,
+            causal=causal,
+            heads=heads,
+            kv_heads=kv_heads,
+            head_dim=head_dim,
+            qkv_bias=qkv_bias,
+            out_bias=out_bias,
+            rope_theta=rope_theta,
+            window=window,
+            block_size=block_size,
+        )
+        if feature_map not in FEATURE_MAPS:
+            raise ValueError(
+                f"unknown `feature_map` {feature_map!r}; valid names: {', '.join(FEATURE_MAPS)}"
+            )
+        feature_dim = self.head_dim if feature_dim is None else feature_dim
+        if feature_dim < 1 or chunk_size < 1:
+            raise ValueError(
+                f"`feature_dim >= 1` and `chunk_size >= 1` must hold, but got "
+                f"{feature_dim=}, {chunk_size=}"
+            )
+        self.chunk_size = chunk_size
+        self.feature_map = FEATURE_MAPS[feature_map](self.heads, self.head_dim, feature_dim)
+        self.window_factor = nn.Parameter(torch.full((self.heads,), 3.0))  # γ ≈ 0.95 at start
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        padding_mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        B, L, _ = x.shape
+        H, hd = self.heads, self.head_dim
+        q, k, v = self.project(x, positions)  # (B, H, L, hd), (B, Hkv, L, hd) x 2
+        k, v = self.expand_kv(k), self.expand_kv(v)  # (B, H, L, hd)
+        fq, fk = self.feature_map(q), self.feature_map(k)  # (B, H, L, F)
+        v1 = torch.cat([v, v.new_ones(v.shape[:-1] + (1,))], dim=-1)  # (B, H, L, hd + 1)
+        if padding_mask is not None:  # padded keys feed neither part
+            keep = padding_mask[:, None, :, None].to(fk.dtype)
+            fk, v1 = fk * keep, v1 * keep
+        # linear attention over all keys (earlier ones when causal): (B, H, L, hd + 1)
+        if self.causal:
+            lin = causal_linear_chunked(fq, fk, v1, min(self.chunk_size, L))
+        else:
+            lin = fq @ (fk.transpose(-1, -2) @ v1)
+        # block-wise window: queries (B H, n, block, .), keys (B H, n, span, .)
+        block, n, before, after = self.layout(L)
+        pad = n * block - L
+        qb, fqb = (F.pad(t, (0, 0, 0, pad)).reshape(B * H, n, block, -1) for t in (q, fq))
+        kb, fkb, vb = (key_blocks(t, 1, block, before, after) for t in (k, fk, v1))
+        bias = self.band_bias(L, padding_mask, q.dtype, x.device)  # (B H or 1, n, block, span)
+        inside = (bias == 0).to(q.dtype)
+        scores = (qb @ kb.transpose(-1, -2)) * hd**-0.5 + bias  # (B H, n, block, span)
+        sm = torch.exp(scores - scores.amax(-1, keepdim=True))  # exp(s - m): 0 outside
+        lin_in = (fqb @ fkb.transpose(-1, -2)) * inside  # linear scores inside the window
+        gamma = torch.sigmoid(self.window_factor).repeat(B)[:, None, None, None]  # (B H, 1, 1, 1)
+        win = (gamma * sm - lin_in) @ vb  # (B H, n, block, hd + 1)
+        y = win.view(B, H, n * block, hd + 1)[:, :, :L] + lin  # (B, H, L, hd + 1)
+        y = y[..., :-1] / (y[..., -1:].clamp(min=0) + self.eps)  # (B, H, L, hd)
+        return self.merge(y)  # (B, L, D)
+
+    def flops(self, seq_len: int) -> int:
+        block, n, before, after = self.layout(seq_len)
+        pairs = n * block * (before + 1 + after) * block
+        feats, dv = self.feature_map.out_dim, self.head_dim + 1
+        window = 2 * pairs * (self.head_dim + feats) + 2 * pairs * dv  # two score sets, then V
+        linear = 2 * 2 * seq_len * feats * dv  # φ(K)ᵀ V and φ(Q) S (chunked: same order)
+        maps = 2 * self.feature_map.flops(seq_len)
+        return self.projection_flops(seq_len) + maps + self.heads * (window + linear)

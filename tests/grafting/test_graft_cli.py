@@ -1,0 +1,172 @@
+"""``python -m grafting.graft`` end to end on tiny budgets, one-line errors with exit status 2,
+and ``grafting.load`` in a fresh process reproducing the saved model's outputs."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import grafting
+from grafting.checkpoints import load_host
+from grafting.graft import main
+from grafting.plan import load_plan
+from grafting.surgery import graft
+
+TINY = [
+    "stage1.steps=3",
+    "stage2.steps=2",
+    "text.calib_sentences=8",
+    "text.calib_passages=2",
+    "text.passage_tokens=[64,128]",
+    "text.batch_size=4",
+    "report.sentences=8",
+    "report.passages=2",
+    "report.lengths=[32,64]",
+    "report.rounds=1",
+    "report.min_run_time=0.01",
+    "report.decode_prompt=16",
+    "report.decode_tokens=4",
+    "progress=false",
+]
+
+
+@pytest.mark.parametrize("family,plan", [("bert", "hybrid_swa_linear_50"), ("llama", "linear_50")])
+def test_cli_end_to_end(tiny_models, text_file, tmp_path, capsys, family, plan):
+    out = tmp_path / "out"
+    argv = [f"base={tiny_models[family]}", f"plan={plan}", f"out={out}", f"text.source={text_file}"]
+    assert main(argv + TINY) == 0
+    printed = capsys.readouterr().out
+    assert "speedup" in printed and "params" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["fidelity"]) == {"sentences", "passages"}
+    key = "mean_cosine" if family == "bert" else "kl"
+    assert all(key in v for v in report["fidelity"].values())
+    assert report["stage1"]["steps"] == 3 and report["stage2"]["steps"] == 2
+    assert {"stage1", "stage2", "report"} <= set(report["seconds"])
+    if family == "llama":
+        assert report["decode"]["grafted_tokens_per_s"] > 0
+    for name in ("grafted.safetensors", "plan.yaml", "config.yaml", "config.json"):
+        assert (out / name).is_file()
+    model = grafting.load(out)
+    assert type(model).__name__ == ("BertModel" if family == "bert" else "LlamaForCausalLM")
+    # a failed second run must not touch the existing output
+    before = (out / "grafted.safetensors").read_bytes()
+    assert main(argv + TINY) == 2
+    assert "exists" in capsys.readouterr().err
+    assert (out / "grafted.safetensors").read_bytes() == before
+
+
+def _tiny_corrupt(tmp_path: Path, tiny_models) -> Path:
+    bad = tmp_path / "corrupt"
+    bad.mkdir()
+    for f in tiny_models["bert"].iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    (bad / "model.safetensors").write_bytes(b"not a safetensors file")
+    return bad
+
+
+def _unsupported(tmp_path: Path) -> Path:
+    from transformers import T5Config
+
+    path = tmp_path / "t5"
+    T5Config(d_model=16, num_layers=1, num_heads=2, d_kv=8, d_ff=32).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("missing", "neither a preset"),
+        ("corrupt", "corrupt"),
+        ("unsupported", "unsupported model family 't5'"),
+        ("plan", "no graft config"),
+        ("layer", "out of range"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2(tiny_models, tmp_path, capsys, case, match):
+    base = {
+        "missing": tmp_path / "nope",
+        "corrupt": _tiny_corrupt(tmp_path, tiny_models) if case == "corrupt" else None,
+        "unsupported": _unsupported(tmp_path) if case == "unsupported" else None,
+    }.get(case) or tiny_models["bert"]
+    plan = {"plan": "no_such_plan", "layer": str(tmp_path / "p.yaml")}.get(case, "linear_50")
+    (tmp_path / "p.yaml").write_text("grafts: [{layers: 7, mixer: {name: linear}}]\n")
+    assert main([f"base={base}", f"plan={plan}", f"out={tmp_path / 'o'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and match in err and "\n" not in err
+    assert not (tmp_path / "o").exists()
+
+
+RELOAD = """
+import sys, torch, grafting
+from safetensors.torch import save_file
+ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102, 0, 0], [101, 2178, 2028, 1012, 7592, 2088, 2003, 102]])
+mask = (ids != 0).long()
+for path in sys.argv[1:]:
+    model = grafting.load(path)
+    out = {}
+    with torch.no_grad():
+        if hasattr(model, "generate"):
+            out["tokens"] = model.generate(
+                input_ids=ids[1:], attention_mask=mask[1:], max_new_tokens=6, do_sample=False, pad_token_id=0
+            )
+            out["y"] = model(input_ids=ids, attention_mask=mask).logits
+        else:
+            out["y"] = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    save_file(out, path + "/outputs.safetensors")
+"""
+
+CASES = [
+    ("bert", "linear_50"),
+    ("gpt2", "swa_50"),
+    ("qwen2", "linear_100"),
+    ("llama", "mlp_narrow_50"),
+]
+
+
+def test_reload_in_a_fresh_process_is_identical(tiny_models, tmp_path):
+    from safetensors.torch import load_file
+
+    models, dirs = {}, []
+    for family, plan in CASES:
+        host = load_host(tiny_models[family])
+        model = copy.deepcopy(host.model)
+        graft(model, host.family, load_plan(plan))
+        torch.manual_seed(1)
+        with torch.no_grad():  # as if trained: every weight moved
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 1e-2)
+        out = tmp_path / family
+        grafting.save(out, model, load_plan(plan), tokenizer=host.tokenizer)
+        models[family], dirs = model, dirs + [str(out)]
+    code = subprocess.run(
+        [sys.executable, "-c", RELOAD, *dirs], capture_output=True, text=True, timeout=120
+    )
+    assert code.returncode == 0, code.stderr[-2000:]
+    ids = torch.tensor(
+        [[101, 2023, 2003, 1037, 3231, 102, 0, 0], [101, 2178, 2028, 1012, 7592, 2088, 2003, 102]]
+    )
+    mask = (ids != 0).long()
+    real = mask.bool()
+    for family, model in models.items():
+        got = load_file(str(tmp_path / family / "outputs.safetensors"))
+        with torch.no_grad():
+            if family == "bert":
+                y = model(input_ids=ids, attention_mask=mask).last_hidden_state
+            else:
+                y = model(input_ids=ids, attention_mask=mask).logits
+                tokens = model.generate(
+                    input_ids=ids[1:],
+                    attention_mask=mask[1:],
+                    max_new_tokens=6,
+                    do_sample=False,
+                    pad_token_id=0,
+                )
+                assert torch.equal(got["tokens"], tokens), family
+        torch.testing.assert_close(got["y"][real], y[real], rtol=0, atol=1e-6, msg=family)

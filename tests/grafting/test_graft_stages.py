@@ -1,0 +1,64 @@
+"""Stage 1 (cached activations, per-layer regression) and LoRA merging in stage 2."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from grafting import stage1
+from grafting.checkpoints import load_host
+from grafting.data import batches
+from grafting.lora import LoRALinear, add_lora, merge_lora
+from grafting.plan import load_plan
+from grafting.surgery import graft
+
+TEXTS = [
+    "The river ran quietly past the old mill.",
+    "Children ran between the stalls while their parents argued about prices.",
+    "When the storm came, it came quickly, and the streets were soon empty.",
+    "A letter arrived on Tuesday, written in a careful, old-fashioned hand.",
+]
+
+
+def test_stage1_caches_every_slot_and_lowers_the_loss(tmp_path):
+    host = load_host("all-MiniLM-L6-v2")
+    student = copy.deepcopy(host.model)
+    wrappers = graft(student, host.family, load_plan("linear_50"))
+    data = batches(host.tokenizer, TEXTS, 1, 64)  # no padding: the check below passes no mask
+    files = stage1.capture(host.model, host.family, list(wrappers), data, tmp_path)
+    cached = load_file(str(files[0]))
+    assert set(cached) == {"attention_mask"} | {f"{i}.mixer.{t}" for i in (1, 3, 5) for t in "xy"}
+    with torch.no_grad():  # the cached input/output pair is the teacher's own module
+        att = host.model.encoder.layer[1].attention
+        y = att(cached["1.mixer.x"])[0]
+    torch.testing.assert_close(y, cached["1.mixer.y"])
+    result = stage1.train(wrappers, files, steps=20, lr=3e-3, loss="huber", progress=False)
+    for name, losses in result["loss"].items():
+        assert losses["last"] < losses["first"], name
+
+
+def test_stage1_rejects_an_unknown_loss(tmp_path):
+    with pytest.raises(ValueError, match="stage1.loss"):
+        stage1.train({}, [], steps=1, lr=1e-3, loss="l3")
+
+
+def test_lora_merge_keeps_the_function(tiny_models):
+    host = load_host(tiny_models["bert"])
+    model = copy.deepcopy(host.model)
+    assert add_lora(model, [], rank=2, alpha=4) > 0
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, LoRALinear):
+                m.lora_b.normal_(0, 0.1)
+    b = host.tokenizer(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        before = model(**b).last_hidden_state
+        merge_lora(model)
+        after = model(**b).last_hidden_state
+    assert not any(isinstance(m, LoRALinear) for m in model.modules())
+    assert set(model.state_dict()) == set(host.model.state_dict())
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
