@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test setup lint bench
+.PHONY: run smoke test setup lint bench
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
+	$(VENV)/bin/python -m nas.search +space=efficient_attn
+
+smoke: $(STAMP)
 	$(VENV)/bin/python -m nas.smoke
 
 lint: $(STAMP)

@@ -1,8 +1,7 @@
 """Smoke run: build every architecture preset and time its forward pass on this machine.
 
-``python -m nas.smoke [--seq-len 512] [--threads N]``. This is the platform's main job until
-the search (``python -m nas.search``) lands; it exercises the operator library end to end and
-times with ``nas.latency.measure``.
+``python -m nas.smoke [--seq-len 512] [--threads N]`` (``make smoke``): a quick check that the
+operator library works end to end on this machine, timed with ``nas.latency.measure``.
 """
 
 from __future__ import annotations
