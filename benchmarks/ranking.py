@@ -1,0 +1,375 @@
+"""Ranking fidelity of the supernet: inherited accuracy vs accuracy trained from scratch.
+
+``python benchmarks/ranking.py [--supernet DIR] [--supernet-steps 1500] [--standalone-steps 1500]
+[--archs-per-type 4] [--mixed 0] [--seed 0] [--threads 1] [--out runs/bench]
+[--workers 2] [--task-override key=value ...] [--supernet-override train.KEY=VALUE ...]
+[--estimate] [--dry-run]``
+
+On ``efficient_attn`` / ``mqar`` (issue 3, section 4):
+
+1. Trains the space's supernet (``supernet.train.train_supernet``, the composed
+   ``conf/train_supernet.yaml`` with ``--supernet-steps``), or loads one (``--supernet DIR``).
+2. Chooses ``--archs-per-type`` architectures per token-mixer type, every layer of an
+   architecture using that type (the baseline is the first softmax one); width and depth are
+   spread over the space's grid, channel mixer, norm and mixer hyperparameters drawn at random
+   (deterministic under ``--seed``); ``--mixed N`` adds N uniformly sampled (mixed) archs.
+3. For each: validation accuracy with inherited weights (``activate``, ``task.evaluate``) and
+   after training from scratch for ``--standalone-steps`` (``nas.train_arch.train_from_scratch``,
+   the same seed and data order for all), on the whole validation split.
+4. Kendall τ between the two, overall and within each mixer type (so that "softmax beats
+   linear" alone cannot make τ look good), with bootstrap 90% intervals (archs resampled;
+   within types, resampled per type), and the cost ratio supernet seconds / stand-alone seconds.
+
+Targets: τ ≥ 0.7 overall, ≥ 0.5 within a type. ``--estimate`` prints the time estimate (from a
+few timed training steps of every chosen arch) and exits; ``--dry-run`` runs tiny budgets on a
+tiny task and does not write BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import multiprocessing
+import os
+import random
+import sys
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import kendalltau
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+from benchmarks._supernet_fixture import (  # noqa: E402
+    DEFAULT_OUT,
+    DRY_OUT,
+    SUPERNET_STEPS,
+    Forced,
+    compose,
+    log,
+    obtain_supernet,
+    run_main,
+)
+from benchmarks.common import command_line, header, write_section  # noqa: E402
+from nas.tasks import Task  # noqa: E402
+from nas.train_arch import init_model, train_from_scratch  # noqa: E402
+from search_spaces import Arch, HeadSpec  # noqa: E402
+from search_spaces.space import SearchSpace  # noqa: E402
+from supernet.supernet import Supernet  # noqa: E402
+
+TARGET_ALL, TARGET_TYPE = 0.7, 0.5
+RESULTS_CSV = Path(__file__).resolve().parent / "results" / "ranking.csv"
+SHORT = {"softmax": "S", "sqa": "Q", "linear": "L", "sliding_window": "W", "ssm": "M"}
+HPARAM = {"heads": "h", "q_heads": "q", "kv_heads": "kv", "window": "w", "d_state": "n",
+          "feature_map": "", "ratio": ""}  # fmt: skip
+
+
+def select_archs(
+    space: SearchSpace, head: HeadSpec, per_type: int, mixed: int, seed: int
+) -> list[tuple[str, Arch]]:
+    """``(type, arch)`` pairs: ``per_type`` single-mixer archs for every mixer of the space (the
+    baseline first among its mixer's), then ``mixed`` uniformly sampled ones; distinct."""
+    rng = random.Random(seed)
+    baseline = space.baseline(head)
+    base_mixers = {layer.mixer.name for layer in baseline.layers}
+    seen, out = set(), []
+    for op in space.mixers:
+        grid = list(itertools.product(space.dims, space.depths))  # spread width and depth
+        rng.shuffle(grid)
+        archs = [baseline] if base_mixers == {op.name} else []
+        for i in itertools.count():
+            if len(archs) >= per_type or i > 100 * per_type:
+                break
+            dim, depth = grid[i % len(grid)]
+            arch = space.sample(Forced({"dim": dim, "depth": depth, "mixer": op.name}, rng), head=head)  # fmt: skip
+            if arch.signature not in seen | {a.signature for a in archs}:
+                archs.append(arch)
+        seen |= {a.signature for a in archs}
+        out += [(op.name, a) for a in archs[:per_type]]
+    while mixed > 0:
+        arch = space.sample(rng, head=head)
+        if arch.signature not in seen:
+            seen.add(arch.signature)
+            out.append(("mixed", arch))
+            mixed -= 1
+    return out
+
+
+def op_text(spec) -> str:
+    params = "".join(f"{HPARAM.get(k, k)}{v}" for k, v in spec.params.items() if k != "rope_theta")
+    return f"{SHORT.get(spec.name, spec.name)}{params}"
+
+
+def describe(arch: Arch) -> str:
+    """``d96 layernorm S(h4)/L(h2hedgehog) | mlp4/swiglu3``: width, norm, mixers and channels."""
+    mixers = "/".join(op_text(layer.mixer) for layer in arch.layers)
+    channels = "/".join(f"{layer.channel.name}{layer.channel.params.get('ratio', '')}" for layer in arch.layers)  # fmt: skip
+    return f"d{arch.dim} {arch.layers[0].norm.name} {mixers} \\| {channels}"
+
+
+# -- statistics --------------------------------------------------------------------------------
+def tau(x, y) -> float:
+    """Kendall τ-b; NaN where undefined (fewer than 2 archs, or one side constant)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy warns on the undefined cases; NaN says it
+        return float(kendalltau(x, y).statistic)
+
+
+def bootstrap(groups: list[np.ndarray], stat, n: int, seed: int) -> tuple[float, float, int]:
+    """90% percentile interval of ``stat(resampled groups)``, each group of indices resampled
+    with replacement on its own; resamples where ``stat`` is undefined (NaN) are dropped."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n):
+        value = stat([g[rng.integers(0, len(g), len(g))] for g in groups])
+        if np.isfinite(value):
+            values.append(value)
+    if not values:
+        return float("nan"), float("nan"), 0
+    lo, hi = np.percentile(values, [5, 95])
+    return float(lo), float(hi), len(values)
+
+
+def ranking_stats(rows: list[dict], n_boot: int, seed: int) -> dict:
+    """τ overall, per type and the mean of the within-type τs, each with its interval."""
+    inh = np.array([r["inherited"] for r in rows])
+    alone = np.array([r["standalone"] for r in rows])
+    types = sorted({r["type"] for r in rows if r["type"] != "mixed"})
+    by_type = {t: np.array([i for i, r in enumerate(rows) if r["type"] == t]) for t in types}
+    with np.errstate(all="ignore"):
+        out = {"all": (tau(inh, alone), *bootstrap([np.arange(len(rows))], lambda g: tau(inh[g[0]], alone[g[0]]), n_boot, seed))}  # fmt: skip
+        for t, idx in by_type.items():
+            out[t] = (tau(inh[idx], alone[idx]), *bootstrap([idx], lambda g: tau(inh[g[0]], alone[g[0]]), n_boot, seed))  # fmt: skip
+
+        def mean_tau(groups) -> float:
+            taus = [tau(inh[g], alone[g]) for g in groups]
+            taus = [t for t in taus if np.isfinite(t)]
+            return float(np.mean(taus)) if taus else float("nan")
+
+        groups = list(by_type.values())
+        out["within"] = (mean_tau(groups), *bootstrap(groups, mean_tau, n_boot, seed))
+    return out
+
+
+# -- time estimate -----------------------------------------------------------------------------
+def step_seconds(arch: Arch, task: Task, batch: dict, repeats: int = 2) -> float:
+    """Seconds of one plain training step (forward, loss, backward, AdamW) of ``arch``."""
+    model = init_model(arch).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    times = []
+    for _ in range(repeats + 1):  # the first step allocates: not counted
+        start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        task.loss(task.run_model(model, batch), batch).backward()
+        opt.step()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[1:]))
+
+
+def estimate(space, task, head, archs, supernet_steps, standalone_steps, num_random) -> tuple[float, list[float]]:  # fmt: skip
+    """Estimated seconds of supernet training and of each stand-alone training: timed plain steps,
+    +10% for Lightning, the supernet's step as teacher + smallest + random subnets (+20%:
+    weight slicing and distillation, see benchmarks/supernet_step.py)."""
+    data = task.datamodule()
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    alone = [step_seconds(a, task, batch) for _, a in archs]
+    rng = random.Random(0)
+    randoms = [step_seconds(space.sample(rng, head=head), task, batch) for _ in range(4)]
+    sandwich = step_seconds(space.teacher(head), task, batch) + step_seconds(space.smallest(head), task, batch)  # fmt: skip
+    supernet = 1.2 * (sandwich + num_random * float(np.mean(randoms))) * supernet_steps
+    return supernet, [1.1 * standalone_steps * t for t in alone]
+
+
+# -- the benchmark -------------------------------------------------------------------------------
+def inherited_accuracy(supernet: Supernet, task: Task, arch: Arch, val_batches: int | None) -> float:  # fmt: skip
+    """The validation metric of ``arch`` with the supernet's weights (as the search scores it)."""
+    data = task.datamodule()
+    data.setup("fit")
+    supernet.activate(arch)
+    supernet.recalibrate(arch, itertools.islice(data.train_dataloader(), 4))
+    return task.evaluate(supernet, data.val_dataloader(), max_batches=val_batches)
+
+
+def train_job(job: dict) -> dict:
+    """One stand-alone training (runs in a worker process): ``train_from_scratch`` results plus
+    the parameter count."""
+    torch.set_num_threads(job["threads"])
+    steps = job["steps"]
+    model, res = train_from_scratch(
+        job["arch"], job["task"], seed=job["seed"], max_steps=steps, lr=job["lr"],
+        warmup_steps=max(1, steps // 20), val_batches=job["val_batches"], progress=False,
+    )  # fmt: skip
+    return {**res, "params": sum(p.numel() for p in model.parameters())}
+
+
+@contextmanager
+def _pool(workers: int):
+    """Worker processes (spawned: no forked OpenMP or Lightning state), or this process."""
+    if workers == 1:
+        with ThreadPoolExecutor(1) as pool:  # one at a time, in this process
+            yield pool
+        return
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield pool
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = ["index", "type", "signature", "dim", "depth", "params", "inherited", "standalone",
+            "standalone_seconds", "train_loss", "arch"]  # fmt: skip
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def verdict(value: float, target: float) -> str:
+    return "met" if value >= target else "NOT met"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--space", default="efficient_attn")
+    p.add_argument("--supernet", default=None, help="a trained supernet directory to reuse")
+    p.add_argument("--supernet-steps", type=int, default=SUPERNET_STEPS)
+    p.add_argument("--standalone-steps", type=int, default=1500)
+    p.add_argument("--standalone-lr", type=float, default=1e-3)
+    p.add_argument("--archs-per-type", type=int, default=4)
+    p.add_argument("--mixed", type=int, default=0, help="uniformly sampled mixed archs to add")
+    p.add_argument("--val-batches", type=int, default=None, help="default: the whole val split")
+    p.add_argument("--bootstrap", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--workers", type=int, default=2, help="stand-alone trainings run in parallel")
+    p.add_argument("--out", default=None, help=f"supernet/ and ranking.csv (default {DEFAULT_OUT})")  # fmt: skip
+    p.add_argument("--task-override", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--supernet-override", action="append", default=[], metavar="KEY=VALUE",
+                   help="Hydra override of the supernet's config, e.g. train.lr=0.001")  # fmt: skip
+    p.add_argument("--estimate", action="store_true", help="print the time estimate and exit")
+    p.add_argument("--dry-run", action="store_true", help="tiny budgets; BENCHMARKS.md untouched")
+    args = p.parse_args(argv)
+    if args.dry_run:
+        args.supernet_steps, args.standalone_steps, args.bootstrap = 4, 3, 200
+        args.archs_per_type = min(args.archs_per_type, 2)
+    for name in ("supernet_steps", "standalone_steps", "archs_per_type", "bootstrap", "threads", "workers"):  # fmt: skip
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")  # fmt: skip
+    out = Path(args.out or (DRY_OUT if args.dry_run else DEFAULT_OUT))
+    cfg, space, task = compose("train_supernet", args.space, args.task_override, steps=args.supernet_steps,
+                               seed=args.seed, dry_run=args.dry_run, threads=args.threads,
+                               extra=args.supernet_override)  # fmt: skip
+    if space.loop is not None:
+        raise ValueError(f"--space {space.name}: looped spaces are not supported here")
+    head = task.head()
+    archs = select_archs(space, head, args.archs_per_type, args.mixed, args.seed)
+    load0, begin = os.getloadavg(), time.perf_counter()
+
+    est_super, est_each = estimate(space, task, head, archs, 0 if args.supernet else args.supernet_steps,
+                                    args.standalone_steps, cfg.train.num_random)  # fmt: skip
+    est_alone = sum(est_each) / min(args.workers, len(archs))  # wall time, one core per worker
+    log(f"{len(archs)} archs; estimated time (machine as loaded now): supernet {est_super / 60:.1f} min, "
+        f"stand-alone {est_alone / 60:.1f} min with {args.workers} worker(s), total {(est_super + est_alone) / 60:.1f} min")  # fmt: skip
+    if args.estimate:
+        return 0
+
+    supernet, meta = obtain_supernet(cfg, space, task, args.supernet, out)
+    supernet.eval()
+    super_seconds = float(meta.get("train_seconds", float("nan")))
+    inherited = [inherited_accuracy(supernet, task, a, args.val_batches) for _, a in archs]
+    jobs = [dict(arch=a, task=task, seed=args.seed, steps=args.standalone_steps,
+                 lr=args.standalone_lr, val_batches=args.val_batches, threads=args.threads)
+            for _, a in archs]  # fmt: skip
+    results: dict[int, dict] = {}
+    spent, wall = 0.0, time.perf_counter()
+    bar = tqdm(
+        total=len(archs), desc=f"stand-alone training ({args.workers} worker(s))", unit="arch"
+    )
+    with _pool(args.workers) as pool:
+        futures = {pool.submit(train_job, job): i for i, job in enumerate(jobs)}
+        for future in as_completed(futures):
+            i = futures[future]
+            results[i] = future.result()
+            spent += results[i]["seconds"]
+            bar.update(1)
+            bar.set_postfix(
+                inherited=f"{inherited[i]:.3f}", alone=f"{results[i]['val_metric']:.3f}"
+            )
+            done = sum(est_each[j] for j in results)
+            if len(results) < len(archs):  # the estimate of what is left, scaled by its error
+                eta = (sum(est_each) - done) * (time.perf_counter() - wall) / done
+                log(f"  ETA ~{eta / 60:.1f} min for {len(archs) - len(results)} more archs")
+    bar.close()
+    rows = []
+    for i, (kind, arch) in enumerate(archs):
+        res = results[i]
+        rows.append(dict(index=i, type=kind, signature=arch.signature, dim=arch.dim,
+                         depth=len(arch.layers), params=res["params"], inherited=inherited[i],
+                         standalone=res["val_metric"], standalone_seconds=res["seconds"],
+                         train_loss=res["train_loss"], arch=json.dumps(arch.to_dict()),
+                         describe=describe(arch)))  # fmt: skip
+    total = time.perf_counter() - begin
+    stats = ranking_stats(rows, args.bootstrap, args.seed)
+    write_csv(out / "ranking.csv", rows)
+
+    def ci(key: str) -> str:
+        value, lo, hi, _ = stats[key]
+        return f"{value:.3f} | [{lo:.3f}, {hi:.3f}]"
+
+    types = [t for t in stats if t not in ("all", "within")]
+    summary = [
+        "| Kendall τ (inherited vs stand-alone) | τ | 90% CI | target | |",
+        "|---|---:|---|---:|---|",
+        f"| all {len(rows)} archs | {ci('all')} | ≥ {TARGET_ALL} | {verdict(stats['all'][0], TARGET_ALL)} |",
+        f"| mean within a mixer type ({len(types)} types) | {ci('within')} | ≥ {TARGET_TYPE} | {verdict(stats['within'][0], TARGET_TYPE)} |",
+    ]  # fmt: skip
+    for t in types:
+        n = sum(r["type"] == t for r in rows)
+        summary.append(f"| within {t} ({n} archs) | {ci(t)} | ≥ {TARGET_TYPE} | {verdict(stats[t][0], TARGET_TYPE)} |")  # fmt: skip
+    detail = ["| # | type | arch (width, norm, mixers \\| channels) | params | inherited | stand-alone | s |",
+              "|---:|---|---|---:|---:|---:|---:|"]  # fmt: skip
+    for r in rows:
+        detail.append(f"| {r['index']} | {r['type']} | {r['describe']} | {r['params']:,} | "
+                      f"{r['inherited']:.4f} | {r['standalone']:.4f} | {r['standalone_seconds']:.1f} |")  # fmt: skip
+    ratio = super_seconds / spent if spent else float("nan")
+    load = "/".join(f"{x:.1f}" for x in load0) + " -> " + "/".join(f"{x:.1f}" for x in os.getloadavg())  # fmt: skip
+    body = "\n\n".join([
+        header("Supernet ranking fidelity (benchmarks/ranking.py)", command_line()),
+        f"Space `{space.name}`, task `{json.dumps(task.to_config())}`, {args.threads} thread(s). "
+        f"Supernet: {meta.get('steps')} steps ({'loaded from ' + args.supernet if args.supernet else 'trained here'}, "
+        f"sandwich rule with {cfg.train.num_random} random subnets, batch {cfg.train.batch_size}, lr {cfg.train.lr}), "
+        f"{super_seconds:.0f} s. Stand-alone: every arch trained from scratch for {args.standalone_steps} "
+        f"steps (AdamW lr {args.standalone_lr}, warm-up {max(1, args.standalone_steps // 20)} steps, cosine, "
+        f"batch {task.batch_size}, seed {args.seed}, the same data order; {args.workers} in parallel, {args.threads} thread(s) each), {spent:.0f} s summed over archs. "
+        f"Accuracy on {'the whole' if args.val_batches is None else f'{args.val_batches} batches of the'} "
+        f"validation split. Archs: {args.archs_per_type} per mixer type, every layer that type (the baseline "
+        f"among the softmax ones), width and depth spread over the grid, other choices random "
+        f"(seed {args.seed}){f', plus {args.mixed} mixed' if args.mixed else ''}. Bootstrap: "
+        f"{args.bootstrap} resamples of the archs (per type for within-type τ), 5th-95th percentile. "
+        f"Whole run {total / 60:.1f} min (estimated beforehand {(est_super + est_alone) / 60:.1f}); "
+        f"load average (1/5/15 min) {load}.",
+        f"**Cost ratio** supernet training / all stand-alone training: {super_seconds:.0f} s / "
+        f"{spent:.0f} s = **{ratio:.2f}** (training seconds summed, not wall time; the supernet "
+        f"scores every arch of the space for that).",
+        "\n".join(summary),
+        "<details><summary>per architecture (S softmax, Q sqa, L linear, W sliding window, "
+        "M ssm; h heads, q query heads, w window, n state size)</summary>\n\n"
+        + "\n".join(detail) + "\n\n</details>",
+    ])  # fmt: skip
+    print(body)
+    if not args.dry_run:
+        write_section("ranking", body + "\n\nPer-arch CSV: `benchmarks/results/ranking.csv`.")
+        write_csv(RESULTS_CSV, rows)
+    log(f"per-arch results in {out / 'ranking.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
