@@ -27,6 +27,7 @@ from grafting.plan import GraftPlan, load_plan
 from grafting.surgery import graft
 
 WEIGHTS = "grafted.safetensors"
+EXPORTED_WEIGHTS = "model.safetensors"  # the name in a ``python -m grafting.export`` folder
 POOLING_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
 
 
@@ -74,13 +75,15 @@ def save(
 
 
 def load(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> nn.Module:
-    """The grafted ``transformers`` model saved in ``path`` (eval mode)."""
+    """The grafted ``transformers`` model saved in ``path`` (eval mode): a graft folder, or a
+    ``python -m grafting.export`` folder (``model.safetensors``)."""
     path = Path(path)
-    if not (path / WEIGHTS).is_file() or not (path / "plan.yaml").is_file():
+    weights = next((path / n for n in (WEIGHTS, EXPORTED_WEIGHTS) if (path / n).is_file()), None)
+    if weights is None or not (path / "plan.yaml").is_file():
         raise FileNotFoundError(f"{str(path)!r} is not a grafted model (no {WEIGHTS} / plan.yaml)")
     config = read_config(path)
     family = get_family(config)
     model = model_class(family).from_config(config, attn_implementation="sdpa", dtype=dtype)
     graft(model, family, load_plan(path / "plan.yaml"), init=False)
-    missing, unexpected = load_model(model, str(path / WEIGHTS), strict=True)
+    missing, unexpected = load_model(model, str(weights), strict=True)
     return model.eval()

@@ -24,6 +24,8 @@ def padding_from_mask(attention_mask: torch.Tensor | None, q_len: int) -> torch.
     row = attention_mask if attention_mask.dim() == 2 else attention_mask[:, 0, -1]
     row = row[:, -q_len:]
     real = row if row.dtype == torch.bool else row > torch.finfo(row.dtype).min / 2
+    if torch.compiler.is_exporting():  # an exported graph cannot branch on the mask's values
+        return real
     return None if bool(real.all()) else real
 
 

@@ -1,0 +1,223 @@
+"""``python -m grafting.export run=GRAFT_OUT out=DIR [onnx.shape=[B,L]] [onnx.dynamic=false]``
+
+Turns a grafted model (the folder ``python -m grafting.graft`` writes) into a standalone folder:
+``model.safetensors`` (the grafted weights), ``config.json`` (the host's Hugging Face config),
+``plan.yaml``, ``graft_config.yaml`` (the graft's resolved configuration), ``report.json``, the
+tokenizer (and sentence-transformers pooling files), ``model.onnx`` (the forward on
+``input_ids`` + ``attention_mask``, checked against PyTorch with onnxruntime),
+``reference.safetensors`` (inputs and PyTorch's outputs), ``export.json`` (every number) and
+``README.md`` (the model card). ``grafting.load(DIR)`` reloads it as a ``transformers`` model.
+
+Everything is written into a temporary folder beside ``DIR`` and renamed into place at the end,
+so a failed export leaves nothing behind and never replaces an existing folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from safetensors.torch import save_file
+
+from search_spaces.cli import UsageError, run_cli
+
+SOURCE_WEIGHTS = ("grafted.safetensors", "model.safetensors")  # a graft run, or an export
+WEIGHTS, REFERENCE, RECORD, CARD = "model.safetensors", "reference.safetensors", "export.json", "README.md"  # fmt: skip
+RENAMED = {"grafted.safetensors": WEIGHTS, "config.yaml": "graft_config.yaml"}
+NOT_COPIED = {"model.onnx", REFERENCE, RECORD, CARD}  # rewritten by every export
+
+
+def check_run(run: Any) -> Path:
+    """The graft folder named by ``run=``; ``UsageError`` if it is not one."""
+    if not run:
+        raise UsageError("give run=GRAFT_OUT (a folder written by python -m grafting.graft)")
+    path = Path(str(run)).expanduser()
+    if not path.is_dir():
+        raise UsageError(f"run={run}: no such directory")
+    if not any((path / w).is_file() for w in SOURCE_WEIGHTS) or not (path / "plan.yaml").is_file():  # fmt: skip
+        raise UsageError(f"run={run}: not a grafted model folder (needs grafted.safetensors and plan.yaml)")  # fmt: skip
+    return path
+
+
+def check_out(cfg: DictConfig, run: Path) -> Path:
+    if not cfg.out:
+        raise UsageError("choose the export folder with out=DIR")
+    out = Path(str(cfg.out)).expanduser()
+    if out.resolve() == run.resolve():
+        raise UsageError(f"out={cfg.out} is the graft folder itself; choose another folder")
+    if out.exists() and not cfg.overwrite:
+        raise UsageError(f"out={cfg.out} already exists; choose another folder or add overwrite=true")  # fmt: skip
+    return out
+
+
+def check_shape(shape: Any, max_len: int) -> tuple[tuple[int, int], list[str]]:
+    """``onnx.shape`` as ``(batch, length)``, the length capped at the model's maximum."""
+    shape = OmegaConf.to_container(shape) if isinstance(shape, ListConfig) else shape
+    if not (isinstance(shape, list | tuple) and len(shape) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):  # fmt: skip
+        raise UsageError(f"onnx.shape must be [batch, length] with positive integers, got {shape!r}")  # fmt: skip
+    if shape[1] > max_len:
+        return (shape[0], max_len), [f"length {shape[1]} capped at the model's maximum {max_len}"]
+    return (shape[0], shape[1]), []
+
+
+def load_grafted(run: Path) -> Any:
+    """``grafting.load(run)``; any failure (family, config, weights) becomes a ``UsageError``."""
+    import grafting
+
+    try:
+        return grafting.load(run)
+    except Exception as e:  # noqa: BLE001  (transformers and safetensors raise many types)
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise UsageError(f"run={run}: cannot load the grafted model: {first}") from None
+
+
+def copy_files(run: Path, dest: Path) -> None:
+    """The graft folder's files (weights and configuration renamed, see ``RENAMED``) and the
+    sentence-transformers module folders named in ``modules.json``."""
+    for p in sorted(run.iterdir()):
+        if p.is_file() and not p.name.startswith(".") and p.name not in NOT_COPIED:
+            shutil.copy2(p, dest / RENAMED.get(p.name, p.name))
+    modules = run / "modules.json"
+    for m in json.loads(modules.read_text()) if modules.is_file() else []:
+        sub = run / str(m.get("path") or "")
+        if m.get("path") and sub.is_dir():
+            shutil.copytree(sub, dest / m["path"])
+
+
+def describe(model: Any, run: Path, report: dict | None, graft_cfg: dict | None) -> dict[str, Any]:
+    """The host, the plan and every grafted (layer, slot) with the operator's hyperparameters."""
+    from grafting.checkpoints import sentence_pooling
+    from grafting.families import get_family
+    from grafting.plan import load_plan
+    from grafting.report import count_params
+    from grafting.surgery import op_kwargs, op_name
+
+    config, family = model.config, get_family(model.config)
+    plan = load_plan(run / "plan.yaml")
+    n = len(family.layers(model))
+    base = (report or {}).get("base") or (graft_cfg or {}).get("base") or run.name
+    pooling, normalize = sentence_pooling(run)
+    grafted = [
+        {"layer": i, "slot": slot, "op": op_name(family, config, slot, spec),
+         "hparams": op_kwargs(family, config, slot, spec), "init": spec.init}
+        for (i, slot), spec in plan.resolve(n).items()
+    ]  # fmt: skip
+    params = dict((report or {}).get("params") or {})
+    params["grafted"] = count_params(model)
+    host = {
+        "base": str(base), "family": family.name, "model_type": config.model_type,
+        "architecture": type(model).__name__, "causal": family.causal, "layers": n,
+        "hidden_size": config.hidden_size, "vocab_size": config.vocab_size,
+        "max_len": int(getattr(config, "max_position_embeddings", None) or config.n_positions),
+        "pooling": pooling, "normalize": normalize, "pooling_files": (run / "modules.json").is_file(),
+    }  # fmt: skip
+    return {"host": host, "plan": plan.to_dict(), "grafted": grafted, "params": params}
+
+
+def write_folder(dest: Path, run: Path, model: Any, cfg: DictConfig, command: str) -> dict[str, Any]:  # fmt: skip
+    """Write every file of the export into ``dest`` (created) and return the export record."""
+    import onnxruntime
+    import transformers
+
+    from grafting.model_card import model_card
+    from grafting.portable import ONNX_FILE, HFForward, make_inputs, write_onnx
+
+    dest.mkdir(parents=True)
+    copy_files(run, dest)
+    report = _json(run / "report.json")
+    graft_cfg = _yaml(run / "config.yaml") or _yaml(run / "graft_config.yaml")
+    info = {
+        "run": str(run.resolve()),
+        "command": command,
+        **describe(model, run, report, graft_cfg),
+    }
+    info["graft"] = graft_cfg
+    host = info["host"]
+    shape, notes = check_shape(cfg.onnx.shape, host["max_len"])
+    info["onnx"] = None
+    if cfg.onnx.enabled:
+        try:
+            onnx = write_onnx(model, host["causal"], dest / ONNX_FILE, shape=shape,
+                              vocab_size=host["vocab_size"], dynamic=bool(cfg.onnx.dynamic), seed=int(cfg.seed))  # fmt: skip
+        except ValueError as e:
+            ops = sorted({g["op"] for g in info["grafted"]})
+            raise UsageError(f"cannot export the {host['family']} model grafted with {', '.join(ops)} to ONNX: {e} (export without it: onnx.enabled=false)") from None  # fmt: skip
+        onnx.notes = notes + onnx.notes
+        info["onnx"] = onnx.to_dict()
+    ref = make_inputs(shape, host["vocab_size"], int(cfg.seed) + 1, pad=shape[1] // 4)
+    with torch.no_grad():
+        ref["outputs"] = HFForward(model, host["causal"])(**ref).contiguous()
+    save_file(ref, str(dest / REFERENCE))
+    info.update(
+        reference={"shape": list(shape), "output": "logits" if host["causal"] else "last_hidden_state"},
+        report=report,
+        versions={"torch": torch.__version__, "transformers": transformers.__version__, "onnxruntime": onnxruntime.__version__},
+    )  # fmt: skip
+    info["files"] = sorted(p.name for p in dest.iterdir()) + [RECORD, CARD]
+    (dest / RECORD).write_text(json.dumps(info, indent=2, default=str) + "\n")
+    (dest / CARD).write_text(model_card(info))
+    return info
+
+
+def _json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{path}: not valid JSON ({e})") from None
+
+
+def _yaml(path: Path) -> dict | None:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text()) if path.is_file() else None
+    except yaml.YAMLError as e:
+        first = str(e).strip().splitlines()[0]
+        raise UsageError(f"{path}: not valid YAML ({first})") from None
+
+
+def export(cfg: DictConfig, argv: Sequence[str] = ()) -> int:
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    run = check_run(cfg.run)
+    out = check_out(cfg, run)
+    check_shape(cfg.onnx.shape, sys.maxsize)  # before any work
+    model = load_grafted(run)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        info = write_folder(tmp, run, model, cfg, " ".join(["python -m grafting.export", *argv]))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():  # overwrite=true: swap only now that the new export is complete
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+    onnx = info["onnx"]
+    summary = "no ONNX" if onnx is None else (
+        f"ONNX at {list(onnx['shape'])}, dynamic: {'/'.join(onnx['dynamic_axes'].values()) or 'none'}, "
+        f"max abs diff {onnx['onnx_max_abs_diff']:.2g}"
+    )  # fmt: skip
+    print(f"exported {info['host']['base']} grafted with {info['plan']['name']} to {out} ({summary})")  # fmt: skip
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return run_cli(lambda cfg: export(cfg, argv), "graft_export", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
