@@ -57,6 +57,7 @@ class SupernetModule(L.LightningModule):
         weight_decay: float = 0.01,
         warmup_steps: int = 0,
         max_steps: int = 1000,
+        teacher_steps: int = 0,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -69,12 +70,17 @@ class SupernetModule(L.LightningModule):
         )
         self.lr, self.weight_decay = lr, weight_decay
         self.warmup_steps, self.max_steps, self.seed = warmup_steps, max_steps, seed
+        self.teacher_steps = teacher_steps
         self.automatic_optimization = False  # one backward per subnet frees its graph at once
         self._val: dict[str, list[float]] = {}
 
     def sandwich(self, step: int) -> list[tuple[str, Arch]]:
-        """The subnets trained at ``step``: teacher first, then smallest and random ones."""
+        """The subnets trained at ``step``: teacher first, then smallest and random ones; only the
+        teacher during the first ``teacher_steps`` (as Once-for-All trains the full network
+        first: subnets then distil from a teacher that already solves the task)."""
         space, head = self.supernet.space, self.supernet.head_spec
+        if step < self.teacher_steps:
+            return [("teacher", space.teacher(head))]
         rng = random.Random(self.seed * 1_000_003 + step)
         randoms = [(f"random{i}", space.sample(rng, head=head)) for i in range(self.num_random)]
         return [("teacher", space.teacher(head)), ("smallest", space.smallest(head)), *randoms]

@@ -68,7 +68,7 @@ class MQAR(Task):
     def __init__(
         self,
         *,
-        vocab_size: int = 64,
+        vocab_size: int = 32,
         seq_len: int = 32,
         num_pairs: int = 8,
         num_queries: int | None = None,

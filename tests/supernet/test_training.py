@@ -81,6 +81,14 @@ def fit(module: SupernetModule, steps: int, ckpt_dir, resume: bool = False) -> N
     trainer.fit(module, loader, ckpt_path=str(ckpt_dir / "last.ckpt") if resume else None)
 
 
+def test_teacher_alone_first_then_the_sandwich() -> None:
+    module = make_module()
+    module.teacher_steps = 3
+    teacher = module.supernet.space.teacher(module.supernet.head_spec)
+    assert module.sandwich(2) == [("teacher", teacher)]
+    assert [name for name, _ in module.sandwich(3)] == ["teacher", "smallest", "random0"]
+
+
 def test_sandwich_is_reproducible_per_step() -> None:
     module = make_module()
     names = [name for name, _ in module.sandwich(5)]
