@@ -87,7 +87,7 @@ def format_table(members: Sequence[ParetoMember], baseline: ParetoMember, metric
         f"{'trial':>5} {'val ' + metric:>13} {'test ' + metric:>14} {'Δ test':>8} "
         f"{'latency ms':>11} {'× baseline':>10} {'params':>9}  beats  architecture"
     ]
-    for m in [*members, baseline]:
+    for m in [*(m for m in members if m.trial != baseline.trial), baseline]:
         mark = "base" if m is baseline else ("yes" if m.beats_baseline else "")
         lines.append(
             f"{m.trial:>5} {m.val_metric:>13.4f} {m.test_metric:>14.4f} "

@@ -159,3 +159,9 @@ def test_resume_after_a_kill(tmp_path) -> None:
     trials = completed(tmp_path / "run")
     assert len(trials) == done + 2
     assert sum(t.user_attrs.get("reference") == "baseline" for t in trials) == 1
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "random", "gp"])
+def test_every_sampler_runs(tmp_path, sampler) -> None:
+    run_search(compose(tiny(tmp_path, f"search.sampler={sampler}", trials=3)))
+    assert len(completed(tmp_path / "run")) == 3
