@@ -15,7 +15,6 @@ so a failed export leaves nothing behind and never replaces an existing folder.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from safetensors.torch import save_file
 
 from search_spaces.cli import UsageError, run_cli
+from search_spaces.exported import atomic_folder
 
 SOURCE_WEIGHTS = ("grafted.safetensors", "model.safetensors")  # a graft run, or an export
 WEIGHTS, REFERENCE, RECORD, CARD = "model.safetensors", "reference.safetensors", "export.json", "README.md"  # fmt: skip
@@ -190,21 +190,8 @@ def export(cfg: DictConfig, argv: Sequence[str] = ()) -> int:
     out = check_out(cfg, run)
     check_shape(cfg.onnx.shape, sys.maxsize)  # before any work
     model = load_grafted(run)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_folder(out) as tmp:
         info = write_folder(tmp, run, model, cfg, " ".join(["python -m grafting.export", *argv]))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():  # overwrite=true: swap only now that the new export is complete
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
     onnx = info["onnx"]
     summary = "no ONNX" if onnx is None else (
         f"ONNX at {list(onnx['shape'])}, dynamic: {'/'.join(onnx['dynamic_axes'].values()) or 'none'}, "

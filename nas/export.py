@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +34,7 @@ from nas.tasks import get_task
 from nas.train_arch import init_model, train_model
 from search_spaces import Arch, save_exported
 from search_spaces.cli import UsageError, import_plugins, run_cli
+from search_spaces.exported import atomic_folder
 from supernet.io import load_supernet
 
 RUN_FILE, PARETO_FILE, REFERENCE_FILE = "run.json", "pareto.csv", "reference.safetensors"
@@ -215,24 +214,11 @@ def export(cfg: DictConfig, argv: Sequence[str] = ()) -> int:
         "latency_shape": run.get("latency_shape") or list(task.latency_shape),
         "command": " ".join(["python -m nas.export", *argv]),
     }  # fmt: skip
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic_folder(out) as tmp:
+        tmp.mkdir()
         infos = [export_trial(t, tmp / f"trial_{t.number}", ctx) for t in tqdm(trials, desc="export", unit="trial", disable=not cfg.progress)]  # fmt: skip
         OmegaConf.save(cfg, tmp / "config.yaml")
         write_summary(tmp / "summary.csv", infos)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():  # overwrite=true: swap only now that the new export is complete
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
     print(f"exported {len(infos)} trial(s) to {out}")
     return 0
 
