@@ -87,22 +87,29 @@ def copy_checked(module: nn.Module, tensors: dict[str, torch.Tensor], where: str
 
 
 def sqa_weights(w: dict[str, torch.Tensor], op: nn.Module, host: dict[str, Any]) -> dict:
-    """Host attention weights reduced to ``op.heads`` query and ``op.kv_heads`` kv heads: query
-    heads ``0, r, 2r, ...`` (``r = H / q_heads``), kv heads mean-pooled in consecutive groups, so
-    that query ``j`` still reads the (pooled) kv head its host head read."""
+    """Host attention weights reduced to ``op.heads`` query and ``op.kv_heads`` kv heads.
+
+    Query heads ``0, r, 2r, ...`` (``r = H / q_heads``) are kept unchanged, with their columns of
+    ``W_o`` (unscaled: the dropped heads' share is left for distillation to recover). Each new kv
+    head serves ``q_heads / kv_heads`` consecutive kept query heads and starts as the mean of the
+    host kv heads those queries read, so a host with as many kv heads as query heads keeps its
+    kept heads exactly (query, key, value and output)."""
     H, Hkv, hd = host["heads"], host["kv_heads"], host["head_dim"]
-    if H % op.heads or Hkv % op.kv_heads:
+    if H % op.heads or Hkv % op.kv_heads or op.heads % op.kv_heads:
         raise ValueError(
             f"cannot start {op.heads} query / {op.kv_heads} kv heads from the host's {H} / {Hkv}: "
-            "both must divide the host's"
+            "both must divide the host's, and the kv heads the query heads"
         )
-    keep = torch.arange(0, H, H // op.heads)
+    keep = torch.arange(0, H, H // op.heads)  # kept query heads
+    host_kv = (keep // (H // Hkv)).view(op.kv_heads, -1)  # host kv head of each, per new kv head
 
     def take(t: torch.Tensor) -> torch.Tensor:  # (H hd, ...) -> (q_heads hd, ...)
         return t.reshape(H, hd, -1)[keep].reshape(-1, *t.shape[1:])
 
     def pool(t: torch.Tensor) -> torch.Tensor:  # (Hkv hd, ...) -> (kv_heads hd, ...)
-        return t.reshape(op.kv_heads, Hkv // op.kv_heads, hd, -1).mean(1).reshape(-1, *t.shape[1:])
+        heads = t.reshape(Hkv, hd, -1)
+        pooled = [heads[group.unique()].mean(0) for group in host_kv]
+        return torch.stack(pooled).reshape(-1, *t.shape[1:])
 
     out = {}
     for name, t in w.items():
@@ -110,8 +117,8 @@ def sqa_weights(w: dict[str, torch.Tensor], op: nn.Module, host: dict[str, Any])
             out[name] = take(t)
         elif name.startswith(("k_proj", "v_proj")):
             out[name] = pool(t)
-        elif name == "o_proj.weight":  # columns of the kept heads, scaled for the lost ones
-            out[name] = take(t.t()).t().contiguous() * (H / op.heads)
+        elif name == "o_proj.weight":  # the kept heads' columns
+            out[name] = take(t.t()).t().contiguous()
         else:
             out[name] = t
     return out

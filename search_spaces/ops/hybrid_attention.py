@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from search_spaces.ops.linear_attention import FEATURE_MAPS, causal_linear_chunked
+from search_spaces.ops.projections import append_kv
 from search_spaces.ops.sliding_window import SlidingWindowAttention, key_blocks
 from search_spaces.registry import register_op
 
@@ -28,7 +29,6 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
     """
 
     eps = 1e-6
-    step = None  # the sliding-window step would drop the linear part; no incremental form yet
 
     def __init__(
         self,
@@ -109,6 +109,51 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
         y = win.view(B, H, n * block, hd + 1)[:, :, :L] + lin  # (B, H, L, hd + 1)
         y = y[..., :-1] / (y[..., -1:].clamp(min=0) + self.eps)  # (B, H, L, hd)
         return self.merge(y)  # (B, L, D)
+
+    def step(
+        self,
+        x: torch.Tensor,
+        state: tuple | None,
+        *,
+        padding_mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, tuple]:
+        """Causal incremental decoding with a bounded state: the last ``window - 1`` keys/values
+        (and their validity) for the softmax part, and ``S = Σ φ(k) [v, 1]ᵀ`` (B, H, F, hd + 1)
+        over the keys that have left the window for the linear part; ``x`` (B, T, D) are the next
+        tokens. State: ``(k, v, valid, S)``, any of them ``None`` while empty."""
+        if not self.causal:
+            raise ValueError("swa_linear.step needs causal=True")
+        T, hd = x.shape[1], self.head_dim
+        q, k, v = self.project(x, positions)  # (B, H, T, hd), (B, Hkv, T, hd) x 2
+        cached = state[:3] if state is not None and state[0] is not None else None
+        past = state[3] if state is not None else None  # S over keys outside every window
+        k, v, valid, kept = append_kv(cached, k, v, padding_mask, keep=self.window - 1)
+        k, v = self.expand_kv(k), self.expand_kv(v)  # (B, H, S, hd): cached keys, then new ones
+        fq, fk = self.feature_map(q), self.feature_map(k)  # (B, H, T, F), (B, H, S, F)
+        v1 = torch.cat([v, v.new_ones(v.shape[:-1] + (1,))], dim=-1)  # (B, H, S, hd + 1)
+        real = valid[:, None, :, None].to(fk.dtype)  # padded keys feed neither part
+        fk, v1 = fk * real, v1 * real
+        S = k.shape[2]
+        qpos = torch.arange(S - T, S, device=x.device)[:, None]  # (T, 1)
+        kpos = torch.arange(S, device=x.device)[None]  # (1, S)
+        earlier = kpos <= qpos
+        band = earlier & (kpos > qpos - self.window) & valid[:, None, None, :]  # (B, 1, T, S)
+        scores = (q @ k.transpose(-1, -2)) * hd**-0.5  # (B, H, T, S)
+        scores = scores.masked_fill(~band, torch.finfo(scores.dtype).min)
+        sm = torch.exp(scores - scores.amax(-1, keepdim=True)) * band  # exp(s - m) in the window
+        outside = (earlier & (kpos <= qpos - self.window)).to(fk.dtype)  # (T, S)
+        gamma = torch.sigmoid(self.window_factor)[None, :, None, None]  # (1, H, 1, 1)
+        y = (gamma * sm + (fq @ fk.transpose(-1, -2)) * outside) @ v1  # (B, H, T, hd + 1)
+        if past is not None:
+            y = y + fq @ past  # keys that left the window cache before these queries
+        gone = S - max(self.window - 1, 0)  # keys that leave the window cache now
+        if gone > 0:
+            fresh = fk[:, :, :gone].transpose(-1, -2) @ v1[:, :, :gone]  # (B, H, F, hd + 1)
+            past = fresh if past is None else past + fresh
+        y = y[..., :-1] / (y[..., -1:].clamp(min=0) + self.eps)  # (B, H, T, hd)
+        kept = kept if kept is not None else (None, None, None)
+        return self.merge(y), (*kept, past)
 
     def flops(self, seq_len: int) -> int:
         block, n, before, after = self.layout(seq_len)

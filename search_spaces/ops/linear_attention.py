@@ -184,12 +184,15 @@ class LinearAttention(AttentionProjections):
         if padding_mask is not None:
             keep = padding_mask[:, None, :, None].to(fk.dtype)
             fk, v = fk * keep, v * keep
-        y = causal_linear_chunked(fq, fk, v, min(self.chunk_size, x.shape[1]))
-        if state is not None:
-            y = y + fq @ state  # (B, H, T, hd + 1): contribution of every earlier token
-            state = state + fk.transpose(-1, -2) @ v
+        fresh = fk.transpose(-1, -2) @ v  # (B, H, F, hd + 1): Σ φ(k) [v, 1]ᵀ of these tokens
+        if x.shape[1] == 1:  # one token (decoding): it sees the state and itself
+            state = fresh if state is None else state + fresh
+            y = fq @ state  # (B, H, 1, hd + 1)
         else:
-            state = fk.transpose(-1, -2) @ v  # (B, H, F, hd + 1)
+            y = causal_linear_chunked(fq, fk, v, min(self.chunk_size, x.shape[1]))
+            if state is not None:
+                y = y + fq @ state  # (B, H, T, hd + 1): contribution of every earlier token
+            state = fresh if state is None else state + fresh
         y = y[..., :-1] / (y[..., -1:] + self.eps)  # (B, H, T, hd)
         return self.merge(y), state
 
