@@ -80,9 +80,15 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
         padding_mask: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        B, L, _ = x.shape
-        H, hd = self.heads, self.head_dim
         q, k, v = self.project(x, positions)  # (B, H, L, hd), (B, Hkv, L, hd) x 2
+        return self.merge(self.attend(q, k, v, padding_mask))  # (B, L, D)
+
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, padding_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The hybrid of projected heads, cost linear in L: (B, H, L, hd) from q (B, H, L, hd)
+        and k, v (B, Hkv, L, hd)."""
+        B, H, L, hd = q.shape
         k, v = self.expand_kv(k), self.expand_kv(v)  # (B, H, L, hd)
         fq, fk = self.feature_map(q), self.feature_map(k)  # (B, H, L, F)
         v1 = torch.cat([v, v.new_ones(v.shape[:-1] + (1,))], dim=-1)  # (B, H, L, hd + 1)
@@ -99,7 +105,7 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
         pad = n * block - L
         qb, fqb = (F.pad(t, (0, 0, 0, pad)).reshape(B * H, n, block, -1) for t in (q, fq))
         kb, fkb, vb = (key_blocks(t, 1, block, before, after) for t in (k, fk, v1))
-        bias = self.band_bias(L, padding_mask, q.dtype, x.device)  # (B H or 1, n, block, span)
+        bias = self.band_bias(L, padding_mask, q.dtype, q.device)  # (B H or 1, n, block, span)
         inside = (bias == 0).to(q.dtype)
         scores = (qb @ kb.transpose(-1, -2)) * hd**-0.5 + bias  # (B H, n, block, span)
         sm = torch.exp(scores - scores.amax(-1, keepdim=True))  # exp(s - m): 0 outside
@@ -107,8 +113,7 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
         gamma = torch.sigmoid(self.window_factor).repeat(B)[:, None, None, None]  # (B H, 1, 1, 1)
         win = (gamma * sm - lin_in) @ vb  # (B H, n, block, hd + 1)
         y = win.view(B, H, n * block, hd + 1)[:, :, :L] + lin  # (B, H, L, hd + 1)
-        y = y[..., :-1] / (y[..., -1:].clamp(min=0) + self.eps)  # (B, H, L, hd)
-        return self.merge(y)  # (B, L, D)
+        return y[..., :-1] / (y[..., -1:].clamp(min=0) + self.eps)  # (B, H, L, hd)
 
     def step(
         self,
@@ -126,7 +131,11 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
             raise ValueError("swa_linear.step needs causal=True")
         T, hd = x.shape[1], self.head_dim
         q, k, v = self.project(x, positions)  # (B, H, T, hd), (B, Hkv, T, hd) x 2
-        cached = state[:3] if state is not None and state[0] is not None else None
+        if state is None:  # a prompt: the block-wise form, linear in its length
+            return self.merge(self.attend(q, k, v, padding_mask)), self.prompt_state(
+                k, v, padding_mask
+            )
+        cached = state[:3] if state[0] is not None else None
         past = state[3] if state is not None else None  # S over keys outside every window
         k, v, valid, kept = append_kv(cached, k, v, padding_mask, keep=self.window - 1)
         k, v = self.expand_kv(k), self.expand_kv(v)  # (B, H, S, hd): cached keys, then new ones
@@ -154,6 +163,24 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
         y = y[..., :-1] / (y[..., -1:].clamp(min=0) + self.eps)  # (B, H, T, hd)
         kept = kept if kept is not None else (None, None, None)
         return self.merge(y), (*kept, past)
+
+    def prompt_state(
+        self, k: torch.Tensor, v: torch.Tensor, padding_mask: torch.Tensor | None
+    ) -> tuple:
+        """The decoding state after a prompt's keys/values (B, Hkv, T, hd): its last
+        ``window - 1`` keys, and ``S`` over the ones before them (``None`` if there are none)."""
+        _, _, _, kept = append_kv(None, k, v, padding_mask, keep=self.window - 1)
+        kept = kept if kept is not None else (None, None, None)
+        gone = k.shape[2] - max(self.window - 1, 0)
+        if gone <= 0:
+            return (*kept, None)
+        k, v = self.expand_kv(k[:, :, :gone]), self.expand_kv(v[:, :, :gone])  # (B, H, gone, hd)
+        fk = self.feature_map(k)
+        v1 = torch.cat([v, v.new_ones(v.shape[:-1] + (1,))], dim=-1)
+        if padding_mask is not None:
+            real = padding_mask[:, None, :gone, None].to(fk.dtype)
+            fk, v1 = fk * real, v1 * real
+        return (*kept, fk.transpose(-1, -2) @ v1)  # S: (B, H, F, hd + 1)
 
     def flops(self, seq_len: int) -> int:
         block, n, before, after = self.layout(seq_len)

@@ -108,18 +108,23 @@ class SlidingWindowAttention(AttentionProjections):
         padding_mask: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        B, L, _ = x.shape
-        H, hd = self.heads, self.head_dim
         q, k, v = self.project(x, positions)  # (B, H, L, hd), (B, Hkv, L, hd) x 2
+        return self.merge(self.attend(q, k, v, padding_mask))  # (B, L, D)
+
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, padding_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Block-wise windowed attention of projected heads: (B, H, L, hd) from q (B, H, L, hd)
+        and k, v (B, Hkv, L, hd)."""
+        B, H, L, hd = q.shape
         block, n, before, after = self.layout(L)
         q = F.pad(q, (0, 0, 0, n * block - L)).reshape(B * H, n, block, hd)  # (B H, n, block, hd)
         groups = H // self.kv_heads
         k, v = (key_blocks(t, groups, block, before, after) for t in (k, v))
         # k, v: (B H, n, span, hd), keys of query block i = blocks i - before .. i + after
-        mask = self.band_bias(L, padding_mask, q.dtype, x.device)  # (B H or 1, n, block, span)
+        mask = self.band_bias(L, padding_mask, q.dtype, q.device)  # (B H or 1, n, block, span)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B H, n, block, hd)
-        y = y.view(B, H, n * block, hd)[:, :, :L]  # (B, H, L, hd)
-        return self.merge(y)  # (B, L, D)
+        return y.view(B, H, n * block, hd)[:, :, :L]  # (B, H, L, hd)
 
     def step(
         self,
@@ -134,6 +139,9 @@ class SlidingWindowAttention(AttentionProjections):
         if not self.causal:
             raise ValueError("sliding_window.step needs causal=True")
         q, k, v = self.project(x, positions)  # (B, H, T, hd), (B, Hkv, T, hd) x 2
+        if state is None:  # a prompt: the block-wise form, linear in its length
+            _, _, _, state = append_kv(None, k, v, padding_mask, keep=self.window - 1)
+            return self.merge(self.attend(q, k, v, padding_mask)), state
         k, v, valid, state = append_kv(state, k, v, padding_mask, keep=self.window - 1)
         mask = decode_mask(valid, x.shape[1], self.window)  # (B, 1, T, S)
         groups = self.heads // self.kv_heads
