@@ -3,7 +3,7 @@
 ``python benchmarks/ranking.py [--supernet DIR] [--supernet-steps 1500] [--standalone-steps 1500]
 [--archs-per-type 4] [--mixed 0] [--seed 0] [--threads 1] [--out runs/bench]
 [--workers 2] [--task-override key=value ...] [--supernet-override train.KEY=VALUE ...]
-[--estimate] [--dry-run]``
+[--standalone-from CSV] [--estimate] [--dry-run]``
 
 On ``efficient_attn`` / ``mqar`` (issue 3, section 4):
 
@@ -19,6 +19,10 @@ On ``efficient_attn`` / ``mqar`` (issue 3, section 4):
 4. Kendall τ between the two, overall and within each mixer type (so that "softmax beats
    linear" alone cannot make τ look good), with bootstrap 90% intervals (archs resampled;
    within types, resampled per type), and the cost ratio supernet seconds / stand-alone seconds.
+
+``--standalone-from CSV`` takes the stand-alone results of a previous run's ``ranking.csv`` (e.g.
+``benchmarks/results/ranking.csv``) for every arch trained there with the same budget, seed and
+task, so that another supernet is compared in minutes instead of an hour.
 
 Targets: τ ≥ 0.7 overall, ≥ 0.5 within a type. ``--estimate`` prints the time estimate (from a
 few timed training steps of every chosen arch) and exits; ``--dry-run`` runs tiny budgets on a
@@ -221,10 +225,30 @@ def _pool(workers: int):
         yield pool
 
 
+BUDGET_KEYS = ("standalone_steps", "standalone_lr", "seed", "val_batches", "task")
+
+
+def load_standalone(path: str, budget: dict[str, str]) -> dict[str, dict]:
+    """``{signature: result}`` of the rows of a previous ``ranking.csv`` trained with ``budget``
+    (every ``BUDGET_KEYS`` value equal, as text)."""
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"--standalone-from {path}: no such file")
+    with file.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if rows and not set(BUDGET_KEYS) <= set(rows[0]):
+        raise ValueError(f"--standalone-from {path}: the file does not record the training budget")
+    return {
+        r["signature"]: {"val_metric": float(r["standalone"]), "seconds": float(r["standalone_seconds"]),
+                         "train_loss": float(r["train_loss"]), "params": int(r["params"])}
+        for r in rows if all(r[k] == budget[k] for k in BUDGET_KEYS)
+    }  # fmt: skip
+
+
 def write_csv(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     keys = ["index", "type", "signature", "dim", "depth", "params", "inherited", "standalone",
-            "standalone_seconds", "train_loss", "arch"]  # fmt: skip
+            "standalone_seconds", "train_loss", *BUDGET_KEYS, "arch"]  # fmt: skip
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
@@ -253,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task-override", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--supernet-override", action="append", default=[], metavar="KEY=VALUE",
                    help="Hydra override of the supernet's config, e.g. train.lr=0.001")  # fmt: skip
+    p.add_argument("--standalone-from", default=None, metavar="CSV",
+                   help="reuse the stand-alone results of a previous ranking.csv")  # fmt: skip
     p.add_argument("--estimate", action="store_true", help="print the time estimate and exit")
     p.add_argument("--dry-run", action="store_true", help="tiny budgets; BENCHMARKS.md untouched")
     args = p.parse_args(argv)
@@ -271,9 +297,17 @@ def main(argv: list[str] | None = None) -> int:
     head = task.head()
     archs = select_archs(space, head, args.archs_per_type, args.mixed, args.seed)
     load0, begin = os.getloadavg(), time.perf_counter()
+    budget = {"standalone_steps": str(args.standalone_steps), "standalone_lr": str(args.standalone_lr),
+              "seed": str(args.seed), "val_batches": str(args.val_batches),
+              "task": json.dumps(task.to_config(), sort_keys=True)}  # fmt: skip
+    reused = load_standalone(args.standalone_from, budget) if args.standalone_from else {}
+    results: dict[int, dict] = {i: reused[a.signature] for i, (_, a) in enumerate(archs) if a.signature in reused}  # fmt: skip
+    if args.standalone_from:
+        log(f"{len(results)} of {len(archs)} stand-alone results taken from {args.standalone_from}")
 
     est_super, est_each = estimate(space, task, head, archs, 0 if args.supernet else args.supernet_steps,
                                     args.standalone_steps, cfg.train.num_random)  # fmt: skip
+    est_each = [0.0 if i in results else t for i, t in enumerate(est_each)]
     est_alone = sum(est_each) / min(args.workers, len(archs))  # wall time, one core per worker
     log(f"{len(archs)} archs; estimated time (machine as loaded now): supernet {est_super / 60:.1f} min, "
         f"stand-alone {est_alone / 60:.1f} min with {args.workers} worker(s), total {(est_super + est_alone) / 60:.1f} min")  # fmt: skip
@@ -287,13 +321,13 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [dict(arch=a, task=task, seed=args.seed, steps=args.standalone_steps,
                  lr=args.standalone_lr, val_batches=args.val_batches, threads=args.threads)
             for _, a in archs]  # fmt: skip
-    results: dict[int, dict] = {}
-    spent, wall = 0.0, time.perf_counter()
+    spent, wall = sum(r["seconds"] for r in results.values()), time.perf_counter()
     bar = tqdm(
-        total=len(archs), desc=f"stand-alone training ({args.workers} worker(s))", unit="arch"
-    )
+        total=len(archs), initial=len(results), unit="arch",
+        desc=f"stand-alone training ({args.workers} worker(s))",
+    )  # fmt: skip
     with _pool(args.workers) as pool:
-        futures = {pool.submit(train_job, job): i for i, job in enumerate(jobs)}
+        futures = {pool.submit(train_job, job): i for i, job in enumerate(jobs) if i not in results}
         for future in as_completed(futures):
             i = futures[future]
             results[i] = future.result()
@@ -303,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                 inherited=f"{inherited[i]:.3f}", alone=f"{results[i]['val_metric']:.3f}"
             )
             done = sum(est_each[j] for j in results)
-            if len(results) < len(archs):  # the estimate of what is left, scaled by its error
+            if len(results) < len(archs) and done > 0:  # what is left, scaled by the error
                 eta = (sum(est_each) - done) * (time.perf_counter() - wall) / done
                 log(f"  ETA ~{eta / 60:.1f} min for {len(archs) - len(results)} more archs")
     bar.close()
@@ -313,9 +347,10 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(dict(index=i, type=kind, signature=arch.signature, dim=arch.dim,
                          depth=len(arch.layers), params=res["params"], inherited=inherited[i],
                          standalone=res["val_metric"], standalone_seconds=res["seconds"],
-                         train_loss=res["train_loss"], arch=json.dumps(arch.to_dict()),
+                         train_loss=res["train_loss"], arch=json.dumps(arch.to_dict()), **budget,
                          describe=describe(arch)))  # fmt: skip
     total = time.perf_counter() - begin
+    reused_archs = [a for _, a in archs if a.signature in reused]
     stats = ranking_stats(rows, args.bootstrap, args.seed)
     write_csv(out / "ranking.csv", rows)
 
@@ -347,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
         f"sandwich rule with {cfg.train.num_random} random subnets, batch {cfg.train.batch_size}, lr {cfg.train.lr}), "
         f"{super_seconds:.0f} s. Stand-alone: every arch trained from scratch for {args.standalone_steps} "
         f"steps (AdamW lr {args.standalone_lr}, warm-up {max(1, args.standalone_steps // 20)} steps, cosine, "
-        f"batch {task.batch_size}, seed {args.seed}, the same data order; {args.workers} in parallel, {args.threads} thread(s) each), {spent:.0f} s summed over archs. "
+        f"batch {task.batch_size}, seed {args.seed}, the same data order; {args.workers} in parallel, {args.threads} thread(s) each), {spent:.0f} s summed over archs"
+        f"{f' ({len(reused_archs)} results taken from ' + args.standalone_from + ')' if reused_archs else ''}. "
         f"Accuracy on {'the whole' if args.val_batches is None else f'{args.val_batches} batches of the'} "
         f"validation split. Archs: {args.archs_per_type} per mixer type, every layer that type (the baseline "
         f"among the softmax ones), width and depth spread over the grid, other choices random "

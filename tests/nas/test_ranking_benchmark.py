@@ -1,0 +1,43 @@
+"""``benchmarks/ranking.py`` end to end on tiny budgets, and ``--standalone-from``: a second run
+takes every stand-alone result of the first run's CSV (same budget) instead of training again,
+and a run with another budget takes none."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from benchmarks.ranking import load_standalone, main
+
+
+def _rows(path):
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_ranking_dry_run_and_reuse_of_standalone_results(tmp_path, capsys):
+    first, second = tmp_path / "first", tmp_path / "second"
+    common = ["--dry-run", "--archs-per-type", "1", "--workers", "1", "--bootstrap", "50"]
+    assert main([*common, "--out", str(first)]) == 0
+    rows = _rows(first / "ranking.csv")
+    assert len(rows) == 5 and {r["type"] for r in rows} == {
+        "softmax", "sqa", "linear", "sliding_window", "ssm"
+    }  # fmt: skip
+    capsys.readouterr()
+    assert (
+        main([*common, "--out", str(second), "--standalone-from", str(first / "ranking.csv")]) == 0
+    )
+    assert "5 results taken from" in capsys.readouterr().out
+    again = _rows(second / "ranking.csv")
+    assert [(r["signature"], r["standalone"]) for r in again] == [
+        (r["signature"], r["standalone"]) for r in rows
+    ]
+    budget = {k: rows[0][k] for k in ("standalone_steps", "standalone_lr", "seed", "val_batches", "task")}  # fmt: skip
+    assert len(load_standalone(str(first / "ranking.csv"), budget)) == 5
+    assert load_standalone(str(first / "ranking.csv"), {**budget, "standalone_steps": "4"}) == {}
+
+
+def test_standalone_from_a_missing_file_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="no such file"):
+        load_standalone(str(tmp_path / "nope.csv"), {})
