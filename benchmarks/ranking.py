@@ -3,7 +3,7 @@
 ``python benchmarks/ranking.py [--supernet DIR] [--supernet-steps 1500] [--standalone-steps 1500]
 [--archs-per-type 4] [--mixed 0] [--seed 0] [--threads 1] [--out runs/bench]
 [--workers 2] [--task-override key=value ...] [--supernet-override train.KEY=VALUE ...]
-[--standalone-from CSV] [--estimate] [--dry-run]``
+[--finetune-steps 0] [--standalone-from CSV] [--estimate] [--dry-run]``
 
 On ``efficient_attn`` / ``mqar`` (issue 3, section 4):
 
@@ -13,7 +13,8 @@ On ``efficient_attn`` / ``mqar`` (issue 3, section 4):
    architecture using that type (the baseline is the first softmax one); width and depth are
    spread over the space's grid, channel mixer, norm and mixer hyperparameters drawn at random
    (deterministic under ``--seed``); ``--mixed N`` adds N uniformly sampled (mixed) archs.
-3. For each: validation accuracy with inherited weights (``activate``, ``task.evaluate``) and
+3. For each: validation accuracy with inherited weights (``activate``, ``task.evaluate``; with
+   ``--finetune-steps K`` after K steps of fine-tuning, as the search's ``search.finetune_steps``) and
    after training from scratch for ``--standalone-steps`` (``nas.train_arch.train_from_scratch``,
    the same seed and data order for all), on the whole validation split.
 4. Kendall τ between the two, overall and within each mixer type (so that "softmax beats
@@ -63,7 +64,7 @@ from benchmarks._supernet_fixture import (  # noqa: E402
 )
 from benchmarks.common import command_line, header, write_section  # noqa: E402
 from nas.tasks import Task  # noqa: E402
-from nas.train_arch import init_model, train_from_scratch  # noqa: E402
+from nas.train_arch import init_model, train_from_scratch, train_model  # noqa: E402
 from search_spaces import Arch, HeadSpec  # noqa: E402
 from search_spaces.space import SearchSpace  # noqa: E402
 from supernet.supernet import Supernet  # noqa: E402
@@ -193,8 +194,15 @@ def estimate(space, task, head, archs, supernet_steps, standalone_steps, num_ran
 
 
 # -- the benchmark -------------------------------------------------------------------------------
-def inherited_accuracy(supernet: Supernet, task: Task, arch: Arch, val_batches: int | None) -> float:  # fmt: skip
-    """The validation metric of ``arch`` with the supernet's weights (as the search scores it)."""
+def inherited_accuracy(supernet: Supernet, task: Task, arch: Arch, val_batches: int | None,
+                       finetune_steps: int = 0, lr: float = 1e-3, seed: int = 0) -> float:  # fmt: skip
+    """The validation metric of ``arch`` with the supernet's weights, as the search scores it:
+    as inherited, or after ``finetune_steps`` steps of fine-tuning (``search.finetune_steps``)."""
+    if finetune_steps:
+        model = supernet.extract(arch)
+        res = train_model(model, task, max_steps=finetune_steps, lr=lr, seed=seed,
+                          val_batches=val_batches, progress=False)  # fmt: skip
+        return float(res["val_metric"])
     data = task.datamodule()
     data.setup("fit")
     supernet.activate(arch)
@@ -277,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task-override", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--supernet-override", action="append", default=[], metavar="KEY=VALUE",
                    help="Hydra override of the supernet's config, e.g. train.lr=0.001")  # fmt: skip
+    p.add_argument("--finetune-steps", type=int, default=0,
+                   help="score subnets after this many fine-tuning steps (as search.finetune_steps)")  # fmt: skip
     p.add_argument("--standalone-from", default=None, metavar="CSV",
                    help="reuse the stand-alone results of a previous ranking.csv")  # fmt: skip
     p.add_argument("--estimate", action="store_true", help="print the time estimate and exit")
@@ -317,7 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     supernet, meta = obtain_supernet(cfg, space, task, args.supernet, out)
     supernet.eval()
     super_seconds = float(meta.get("train_seconds", float("nan")))
-    inherited = [inherited_accuracy(supernet, task, a, args.val_batches) for _, a in archs]
+    scoring = time.perf_counter()
+    inherited = [inherited_accuracy(supernet, task, a, args.val_batches, args.finetune_steps, args.standalone_lr, args.seed)
+                 for _, a in tqdm(archs, desc="supernet scores", unit="arch")]  # fmt: skip
+    scoring = time.perf_counter() - scoring  # evaluation (and fine-tuning) of every arch
     jobs = [dict(arch=a, task=task, seed=args.seed, steps=args.standalone_steps,
                  lr=args.standalone_lr, val_batches=args.val_batches, threads=args.threads)
             for _, a in archs]  # fmt: skip
@@ -373,14 +386,15 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         detail.append(f"| {r['index']} | {r['type']} | {r['describe']} | {r['params']:,} | "
                       f"{r['inherited']:.4f} | {r['standalone']:.4f} | {r['standalone_seconds']:.1f} |")  # fmt: skip
-    ratio = super_seconds / spent if spent else float("nan")
+    tuned = args.finetune_steps > 0
+    ratio = (super_seconds + (scoring if tuned else 0.0)) / spent if spent else float("nan")
     load = "/".join(f"{x:.1f}" for x in load0) + " -> " + "/".join(f"{x:.1f}" for x in os.getloadavg())  # fmt: skip
     body = "\n\n".join([
         header("Supernet ranking fidelity (benchmarks/ranking.py)", command_line()),
         f"Space `{space.name}`, task `{json.dumps(task.to_config())}`, {args.threads} thread(s). "
         f"Supernet: {meta.get('steps')} steps ({'loaded from ' + args.supernet if args.supernet else 'trained here'}, "
         f"sandwich rule with {cfg.train.num_random} random subnets, batch {cfg.train.batch_size}, lr {cfg.train.lr}), "
-        f"{super_seconds:.0f} s. Stand-alone: every arch trained from scratch for {args.standalone_steps} "
+        f"{super_seconds:.0f} s. Supernet score: {'inherited weights as they are' if not args.finetune_steps else f'inherited weights fine-tuned {args.finetune_steps} steps (as search.finetune_steps)'}. Stand-alone: every arch trained from scratch for {args.standalone_steps} "
         f"steps (AdamW lr {args.standalone_lr}, warm-up {max(1, args.standalone_steps // 20)} steps, cosine, "
         f"batch {task.batch_size}, seed {args.seed}, the same data order; {args.workers} in parallel, {args.threads} thread(s) each), {spent:.0f} s summed over archs"
         f"{f' ({len(reused_archs)} results taken from ' + args.standalone_from + ')' if reused_archs else ''}. "
@@ -391,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.bootstrap} resamples of the archs (per type for within-type τ), 5th-95th percentile. "
         f"Whole run {total / 60:.1f} min (estimated beforehand {(est_super + est_alone) / 60:.1f}); "
         f"load average (1/5/15 min) {load}.",
-        f"**Cost ratio** supernet training / all stand-alone training: {super_seconds:.0f} s / "
+        f"**Cost ratio** supernet training{' + fine-tuning' if tuned else ''} / all stand-alone training: "
+        f"{super_seconds:.0f} s{f' + {scoring:.0f} s' if tuned else ''} / "
         f"{spent:.0f} s = **{ratio:.2f}** (training seconds summed, not wall time; the supernet "
         f"scores every arch of the space for that).",
         "\n".join(summary),
@@ -401,8 +416,11 @@ def main(argv: list[str] | None = None) -> int:
     ])  # fmt: skip
     print(body)
     if not args.dry_run:
-        write_section("ranking", body + "\n\nPer-arch CSV: `benchmarks/results/ranking.csv`.")
-        write_csv(RESULTS_CSV, rows)
+        # inherited and fine-tuned scoring each keep their own section and CSV
+        name = "ranking" if not tuned else "ranking_finetuned"
+        csv_path = RESULTS_CSV.with_name(f"{name}.csv")
+        write_section(name, body + f"\n\nPer-arch CSV: `benchmarks/results/{csv_path.name}`.")
+        write_csv(csv_path, rows)
     log(f"per-arch results in {out / 'ranking.csv'}")
     return 0
 

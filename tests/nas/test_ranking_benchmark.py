@@ -1,6 +1,6 @@
 """``benchmarks/ranking.py`` end to end on tiny budgets, and ``--standalone-from``: a second run
 takes every stand-alone result of the first run's CSV (same budget) instead of training again,
-and a run with another budget takes none."""
+a run with another budget takes none, and ``--finetune-steps`` scores fine-tuned subnets."""
 
 from __future__ import annotations
 
@@ -33,6 +33,11 @@ def test_ranking_dry_run_and_reuse_of_standalone_results(tmp_path, capsys):
     assert [(r["signature"], r["standalone"]) for r in again] == [
         (r["signature"], r["standalone"]) for r in rows
     ]
+    tuned = tmp_path / "tuned"  # scored after 2 fine-tuning steps from the supernet's weights
+    assert main([*common, "--out", str(tuned), "--finetune-steps", "2",
+                 "--standalone-from", str(first / "ranking.csv")]) == 0  # fmt: skip
+    assert "fine-tuned 2 steps" in capsys.readouterr().out
+    assert all(0.0 <= float(r["inherited"]) <= 1.0 for r in _rows(tuned / "ranking.csv"))
     budget = {k: rows[0][k] for k in ("standalone_steps", "standalone_lr", "seed", "val_batches", "task")}  # fmt: skip
     assert len(load_standalone(str(first / "ranking.csv"), budget)) == 5
     assert load_standalone(str(first / "ranking.csv"), {**budget, "standalone_steps": "4"}) == {}
