@@ -41,6 +41,17 @@ def distillation_loss(
     return F.kl_div(log_p, log_q, log_target=True, reduction="batchmean") * temperature**2
 
 
+class _OneMixer:
+    """A ``SearchSpace.sample`` suggester: every ``*.mixer`` decision is ``mixer``, the others
+    drawn from ``rng``."""
+
+    def __init__(self, rng: random.Random, mixer: str) -> None:
+        self.rng, self.mixer = rng, mixer
+
+    def suggest_categorical(self, name: str, choices):
+        return self.mixer if name.endswith(".mixer") else self.rng.choice(list(choices))
+
+
 class SupernetModule(L.LightningModule):
     """Lightning wrapper: sandwich-rule training, validation of reference subnets."""
 
@@ -58,6 +69,7 @@ class SupernetModule(L.LightningModule):
         warmup_steps: int = 0,
         max_steps: int = 1000,
         teacher_steps: int = 0,
+        single_mixer_prob: float = 0.0,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -71,6 +83,9 @@ class SupernetModule(L.LightningModule):
         self.lr, self.weight_decay = lr, weight_decay
         self.warmup_steps, self.max_steps, self.seed = warmup_steps, max_steps, seed
         self.teacher_steps = teacher_steps
+        if not 0.0 <= single_mixer_prob <= 1.0:
+            raise ValueError(f"`single_mixer_prob` must be in [0, 1], got {single_mixer_prob}")
+        self.single_mixer_prob = single_mixer_prob
         self.automatic_optimization = False  # one backward per subnet frees its graph at once
         self._val: dict[str, list[float]] = {}
 
@@ -82,8 +97,17 @@ class SupernetModule(L.LightningModule):
         if step < self.teacher_steps:
             return [("teacher", space.teacher(head))]
         rng = random.Random(self.seed * 1_000_003 + step)
-        randoms = [(f"random{i}", space.sample(rng, head=head)) for i in range(self.num_random)]
+        randoms = [(f"random{i}", self.random_subnet(rng)) for i in range(self.num_random)]
         return [("teacher", space.teacher(head)), ("smallest", space.smallest(head)), *randoms]
+
+    def random_subnet(self, rng: random.Random) -> Arch:
+        """A uniformly sampled subnet or, with probability ``single_mixer_prob``, one whose every
+        layer uses the same (randomly chosen) token mixer, so that each operator also trains in
+        the company of its own kind, as a model built from it alone would use it."""
+        space, head = self.supernet.space, self.supernet.head_spec
+        if self.single_mixer_prob and rng.random() < self.single_mixer_prob:
+            return space.sample(_OneMixer(rng, rng.choice(space.mixers).name), head=head)
+        return space.sample(rng, head=head)
 
     def _forward(self, arch: Arch, batch: dict) -> torch.Tensor:
         self.supernet.activate(arch)

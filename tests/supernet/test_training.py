@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import lightning as L
+import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
@@ -95,6 +96,17 @@ def test_sandwich_is_reproducible_per_step() -> None:
     assert names == ["teacher", "smallest", "random0"]
     assert module.sandwich(5) == module.sandwich(5)
     assert any(module.sandwich(s)[2][1] != module.sandwich(5)[2][1] for s in range(6, 12))
+
+
+def test_single_mixer_subnets() -> None:
+    module = make_module()
+    module.single_mixer_prob = 1.0  # every random subnet: one token mixer in all its layers
+    randoms = [module.sandwich(s)[2][1] for s in range(40)]
+    assert all(len({layer.mixer.name for layer in a.layers}) == 1 for a in randoms)
+    assert len({a.layers[0].mixer.name for a in randoms}) == len(module.supernet.space.mixers)
+    assert all(module.supernet.space.contains(a) for a in randoms)
+    with pytest.raises(ValueError, match="single_mixer_prob"):
+        SupernetModule(module.supernet, loss_fn, single_mixer_prob=1.5)
 
 
 def test_training_improves_every_subnet(tmp_path) -> None:
