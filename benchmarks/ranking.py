@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio = (super_seconds + (scoring if tuned else 0.0)) / spent if spent else float("nan")
     load = "/".join(f"{x:.1f}" for x in load0) + " -> " + "/".join(f"{x:.1f}" for x in os.getloadavg())  # fmt: skip
     body = "\n\n".join([
-        header("Supernet ranking fidelity (benchmarks/ranking.py)", command_line()),
+        header(f"Supernet ranking fidelity{', fine-tuned scores' if tuned else ''} (benchmarks/ranking.py)", command_line()),
         f"Space `{space.name}`, task `{json.dumps(task.to_config())}`, {args.threads} thread(s). "
         f"Supernet: {meta.get('steps')} steps ({'loaded from ' + args.supernet if args.supernet else 'trained here'}, "
         f"sandwich rule with {cfg.train.num_random} random subnets, batch {cfg.train.batch_size}, lr {cfg.train.lr}), "
