@@ -73,17 +73,7 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
         self.feature_map = FEATURE_MAPS[feature_map](self.heads, self.head_dim, feature_dim)
         self.window_factor = nn.Parameter(torch.full((self.heads,), 3.0))  # γ ≈ 0.95 at start
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        *,
-        padding_mask: torch.Tensor | None = None,
-        positions: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        q, k, v = self.project(x, positions)  # (B, H, L, hd), (B, Hkv, L, hd) x 2
-        return self.merge(self.attend(q, k, v, padding_mask))  # (B, L, D)
-
-    def attend(
+    def attend(  # forward (sliding_window's): project, attend, merge
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, padding_mask: torch.Tensor | None
     ) -> torch.Tensor:
         """The hybrid of projected heads, cost linear in L: (B, H, L, hd) from q (B, H, L, hd)
