@@ -93,6 +93,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
             lr=float(s1["lr"]),
             loss=str(s1["loss"]),
             progress=progress,
+            seed=seed,
         )
         times["stage1"] = time.perf_counter() - start
 

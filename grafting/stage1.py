@@ -8,6 +8,7 @@ then trained on them independently, all of them in one pass over the cache (the 
 
 from __future__ import annotations
 
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,14 @@ def regression_loss(kind: str, pred: torch.Tensor, target: torch.Tensor, mask: t
     return fn(pred[mask], target[mask])
 
 
+def visit_order(n_files: int, steps: int, seed: int) -> list[int]:
+    """``steps`` cache indices: whole passes over ``n_files``, each pass freshly shuffled."""
+    rng, order = random.Random(seed), []
+    while len(order) < steps:
+        order += rng.sample(range(n_files), n_files)
+    return order[:steps]
+
+
 def train(
     wrappers: dict[tuple[int, str], nn.Module],
     files: list[Path],
@@ -86,10 +95,13 @@ def train(
     loss: str = "l2",
     weight_decay: float = 0.0,
     progress: bool = True,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Train every wrapper's ``core`` to map cached inputs to cached outputs, ``steps`` batches
-    in total (cycling through the cache); the layers' losses are summed but independent (each
-    sees only its own teacher input). Returns per-slot first/last losses and the time taken."""
+    in total (passes over the cache, each in its own seeded random order: the cache is sorted by
+    length, so a fixed order would end every pass on the longest batches); the layers' losses are
+    summed but independent (each sees only its own teacher input). Returns per-slot first/last
+    losses and the time taken."""
     if loss not in LOSSES:
         raise ValueError(f"stage1.loss must be one of {LOSSES}, but got {loss!r}")
     start = time.perf_counter()
@@ -100,9 +112,15 @@ def train(
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     # modules stay in eval mode: dropout would only add noise to a regression onto a teacher
-    bar = tqdm(range(steps), desc="stage 1", disable=not progress, leave=False)
-    for step in bar:
-        data = load_file(str(files[step % len(files)]))
+    bar = tqdm(
+        visit_order(len(files), steps, seed),
+        desc="stage 1",
+        total=steps,
+        leave=False,
+        disable=not progress,
+    )
+    for index in bar:
+        data = load_file(str(files[index]))
         mask = data["attention_mask"].bool()
         pm = None if bool(mask.all()) else mask
         positions = torch.arange(mask.shape[1])[None]

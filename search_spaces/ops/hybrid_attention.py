@@ -26,6 +26,11 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
     The window part is computed block-wise like ``sliding_window``; the linear part as the linear
     sum over all (earlier, when causal) keys minus its in-window share, so cost is linear in L.
     Same q/k/v/o layout as ``softmax``: pretrained attention weights load unchanged.
+
+    ``sinks`` (encoders only): the first ``sinks`` positions join every query's softmax part
+    (``W(i)`` grows by them) instead of its linear part, as attention sinks do in StreamingLLM
+    (Xiao et al. 2024). BERT-style encoders send 8-23% of their attention on long inputs to
+    [CLS] from far away, one sharp key that a linear feature map can barely express.
     """
 
     eps = 1e-6
@@ -46,6 +51,7 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
         feature_map: str = "hedgehog",
         feature_dim: int | None = None,
         chunk_size: int = 64,
+        sinks: int = 0,
     ) -> None:
         super().__init__(
             dim,
@@ -69,7 +75,12 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
                 f"`feature_dim >= 1` and `chunk_size >= 1` must hold, but got "
                 f"{feature_dim=}, {chunk_size=}"
             )
-        self.chunk_size = chunk_size
+        if sinks < 0 or (sinks and causal):
+            raise ValueError(
+                f"`sinks` must be >= 0 and is for encoders only (causal=False), but got "
+                f"{sinks=}, {causal=}"
+            )
+        self.chunk_size, self.sinks = chunk_size, sinks
         self.feature_map = FEATURE_MAPS[feature_map](self.heads, self.head_dim, feature_dim)
         self.window_factor = nn.Parameter(torch.full((self.heads,), 3.0))  # γ ≈ 0.95 at start
 
@@ -98,12 +109,35 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
         bias = self.band_bias(L, padding_mask, q.dtype, q.device)  # (B H or 1, n, block, span)
         inside = (bias == 0).to(q.dtype)
         scores = (qb @ kb.transpose(-1, -2)) * hd**-0.5 + bias  # (B H, n, block, span)
-        sm = torch.exp(scores - scores.amax(-1, keepdim=True))  # exp(s - m): 0 outside
+        m = scores.amax(-1, keepdim=True)  # (B H, n, block, 1): the max over each window
+        gamma = torch.sigmoid(self.window_factor)[None, :, None, None]  # (1, H, 1, 1)
+        if self.sinks:  # sink keys outside a query's window: softmax part, not linear part
+            far, sink_scores = self.sink_scores(q, k, padding_mask)  # (B, H, L, s) x 2
+            m_sink = F.pad(sink_scores.amax(-1, keepdim=True), (0, 0, 0, pad))  # (B, H, nb, 1)
+            m = torch.maximum(m, m_sink.reshape(B * H, n, block, 1))
+            s = sink_scores.shape[-1]
+            sink = gamma * torch.exp(sink_scores - m.view(B, H, n * block, 1)[:, :, :L]) * far
+            sink = sink - (fq @ fk[:, :, :s].transpose(-1, -2)) * far  # move them out of `lin`
+            lin = lin + sink @ v1[:, :, :s]
+        sm = torch.exp(scores - m)  # exp(s - m): 0 outside the window
         lin_in = (fqb @ fkb.transpose(-1, -2)) * inside  # linear scores inside the window
-        gamma = torch.sigmoid(self.window_factor).repeat(B)[:, None, None, None]  # (B H, 1, 1, 1)
-        win = (gamma * sm - lin_in) @ vb  # (B H, n, block, hd + 1)
+        win = (gamma.expand(B, H, 1, 1).reshape(B * H, 1, 1, 1) * sm - lin_in) @ vb
         y = win.view(B, H, n * block, hd + 1)[:, :, :L] + lin  # (B, H, L, hd + 1)
         return y[..., :-1] / (y[..., -1:].clamp(min=0) + self.eps)  # (B, H, L, hd)
+
+    def sink_scores(
+        self, q: torch.Tensor, k: torch.Tensor, padding_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which (query, sink) pairs lie outside the window, as a 0/1 float (B or 1, 1, L, s),
+        and their scaled scores (B, H, L, s), a large negative number where they do not."""
+        L, s = q.shape[2], min(self.sinks, q.shape[2])
+        pos = torch.arange(L, device=q.device)
+        far = (pos[:, None] - pos[None, :s]).abs() > self.window // 2  # (L, s)
+        if padding_mask is not None:
+            far = far & padding_mask[:, None, None, :s].bool()  # (B, 1, L, s)
+        scores = (q @ k[:, :, :s].transpose(-1, -2)) * q.shape[-1] ** -0.5
+        scores = scores.masked_fill(~far, torch.finfo(scores.dtype).min / 4)
+        return far.to(q.dtype), scores
 
     def step(
         self,
@@ -178,5 +212,7 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
         feats, dv = self.feature_map.out_dim, self.head_dim + 1
         window = 2 * pairs * (self.head_dim + feats) + 2 * pairs * dv  # two score sets, then V
         linear = 2 * 2 * seq_len * feats * dv  # φ(K)ᵀ V and φ(Q) S (chunked: same order)
+        sinks = seq_len * min(self.sinks, seq_len)  # (query, sink) pairs: two scores, then V
+        window += 2 * sinks * (self.head_dim + feats) + 2 * sinks * dv
         maps = 2 * self.feature_map.flops(seq_len)
         return self.projection_flops(seq_len) + maps + self.heads * (window + linear)

@@ -62,3 +62,12 @@ def test_lora_merge_keeps_the_function(tiny_models):
     assert not any(isinstance(m, LoRALinear) for m in model.modules())
     assert set(model.state_dict()) == set(host.model.state_dict())
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+
+
+def test_stage1_visits_every_cache_file_once_per_pass_in_a_seeded_order():
+    order = stage1.visit_order(5, 13, seed=0)
+    assert len(order) == 13
+    assert sorted(order[:5]) == sorted(order[5:10]) == list(range(5))  # whole passes
+    assert order[:5] != order[5:10]  # each pass reshuffled
+    assert order == stage1.visit_order(5, 13, seed=0)
+    assert order != stage1.visit_order(5, 13, seed=1)
