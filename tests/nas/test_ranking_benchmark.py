@@ -9,6 +9,7 @@ import csv
 import pytest
 
 from benchmarks.ranking import load_standalone, main
+from benchmarks.ranking_ceiling import main as ceiling_main
 
 
 def _rows(path):
@@ -41,6 +42,16 @@ def test_ranking_dry_run_and_reuse_of_standalone_results(tmp_path, capsys):
     budget = {k: rows[0][k] for k in ("standalone_steps", "standalone_lr", "seed", "val_batches", "task")}  # fmt: skip
     assert len(load_standalone(str(first / "ranking.csv"), budget)) == 5
     assert load_standalone(str(first / "ranking.csv"), {**budget, "standalone_steps": "4"}) == {}
+    # the ceiling: every arch trained again with its budget and another seed
+    ceiling = tmp_path / "ceiling.csv"
+    assert ceiling_main(["--from", str(first / "ranking.csv"), "--seed", "1", "--workers", "1",
+                         "--bootstrap", "50", "--out", str(ceiling), "--no-write"]) == 0  # fmt: skip
+    assert "stand-alone, seed 1" in capsys.readouterr().out
+    pairs = _rows(ceiling)
+    assert [float(r["first"]) for r in pairs] == [float(r["standalone"]) for r in rows]
+    assert all(0.0 <= float(r["second"]) <= 1.0 and float(r["second_seconds"]) > 0 for r in pairs)
+    with pytest.raises(ValueError, match="trained with that seed"):
+        ceiling_main(["--from", str(first / "ranking.csv"), "--seed", "0", "--no-write"])
 
 
 def test_standalone_from_a_missing_file_is_an_error(tmp_path):
