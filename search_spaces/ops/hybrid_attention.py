@@ -27,10 +27,12 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
     sum over all (earlier, when causal) keys minus its in-window share, so cost is linear in L.
     Same q/k/v/o layout as ``softmax``: pretrained attention weights load unchanged.
 
-    ``sinks`` (encoders only): the first ``sinks`` positions join every query's softmax part
-    (``W(i)`` grows by them) instead of its linear part, as attention sinks do in StreamingLLM
-    (Xiao et al. 2024). BERT-style encoders send 8-23% of their attention on long inputs to
-    [CLS] from far away, one sharp key that a linear feature map can barely express.
+    ``sinks``: the first ``sinks`` positions of the sequence join every (later, when causal)
+    query's softmax part (``W(i)`` grows by them) instead of its linear part, as attention sinks
+    do in StreamingLLM (Xiao et al. 2024). BERT-style encoders send 8-23% of their attention on
+    long inputs to [CLS] from far away, one sharp key that a linear feature map can barely
+    express. Sinks are positions in the input as given: in a left-padded row they are padding
+    (and attend to nothing), so pad decoders on the right or decode one prompt at a time.
     """
 
     eps = 1e-6
@@ -75,11 +77,8 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
                 f"`feature_dim >= 1` and `chunk_size >= 1` must hold, but got "
                 f"{feature_dim=}, {chunk_size=}"
             )
-        if sinks < 0 or (sinks and causal):
-            raise ValueError(
-                f"`sinks` must be >= 0 and is for encoders only (causal=False), but got "
-                f"{sinks=}, {causal=}"
-            )
+        if sinks < 0:
+            raise ValueError(f"`sinks >= 0` must hold, but got {sinks=}")
         self.chunk_size, self.sinks = chunk_size, sinks
         self.feature_map = FEATURE_MAPS[feature_map](self.heads, self.head_dim, feature_dim)
         self.window_factor = nn.Parameter(torch.full((self.heads,), 3.0))  # γ ≈ 0.95 at start
@@ -112,10 +111,12 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
         m = scores.amax(-1, keepdim=True)  # (B H, n, block, 1): the max over each window
         gamma = torch.sigmoid(self.window_factor)[None, :, None, None]  # (1, H, 1, 1)
         if self.sinks:  # sink keys outside a query's window: softmax part, not linear part
-            far, sink_scores = self.sink_scores(q, k, padding_mask)  # (B, H, L, s) x 2
+            s = min(self.sinks, L)
+            sink_valid = None if padding_mask is None else padding_mask[:, :s]
+            pos = torch.arange(L, device=q.device)
+            far, sink_scores = self.sink_scores(q, k[:, :, :s], pos, pos[:s], sink_valid)
             m_sink = F.pad(sink_scores.amax(-1, keepdim=True), (0, 0, 0, pad))  # (B, H, nb, 1)
             m = torch.maximum(m, m_sink.reshape(B * H, n, block, 1))
-            s = sink_scores.shape[-1]
             sink = gamma * torch.exp(sink_scores - m.view(B, H, n * block, 1)[:, :, :L]) * far
             sink = sink - (fq @ fk[:, :, :s].transpose(-1, -2)) * far  # move them out of `lin`
             lin = lin + sink @ v1[:, :, :s]
@@ -126,16 +127,22 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
         return y[..., :-1] / (y[..., -1:].clamp(min=0) + self.eps)  # (B, H, L, hd)
 
     def sink_scores(
-        self, q: torch.Tensor, k: torch.Tensor, padding_mask: torch.Tensor | None
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        q_pos: torch.Tensor,
+        k_pos: torch.Tensor,
+        k_valid: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Which (query, sink) pairs lie outside the window, as a 0/1 float (B or 1, 1, L, s),
-        and their scaled scores (B, H, L, s), a large negative number where they do not."""
-        L, s = q.shape[2], min(self.sinks, q.shape[2])
-        pos = torch.arange(L, device=q.device)
-        far = (pos[:, None] - pos[None, :s]).abs() > self.window // 2  # (L, s)
-        if padding_mask is not None:
-            far = far & padding_mask[:, None, None, :s].bool()  # (B, 1, L, s)
-        scores = (q @ k[:, :, :s].transpose(-1, -2)) * q.shape[-1] ** -0.5
+        """Sink keys ``k`` (B, H, s, hd) at sequence positions ``k_pos`` (s,) for queries ``q``
+        (B, H, T, hd) at ``q_pos`` (T,): which pairs lie outside the window (so the sink is
+        attended through it), as a 0/1 float (B or 1, 1, T, s), and their scaled scores
+        (B, H, T, s), a large negative number elsewhere. ``k_valid`` (B, s): real keys."""
+        offset = q_pos[:, None] - k_pos[None]  # (T, s)
+        far = offset >= self.window if self.causal else offset.abs() > self.window // 2
+        if k_valid is not None:
+            far = far & k_valid[:, None, None, :].bool()  # (B, 1, T, s)
+        scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
         scores = scores.masked_fill(~far, torch.finfo(scores.dtype).min / 4)
         return far.to(q.dtype), scores
 
@@ -150,61 +157,102 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
         """Causal incremental decoding with a bounded state: the last ``window - 1`` keys/values
         (and their validity) for the softmax part, and ``S = Σ φ(k) [v, 1]ᵀ`` (B, H, F, hd + 1)
         over the keys that have left the window for the linear part; ``x`` (B, T, D) are the next
-        tokens. State: ``(k, v, valid, S)``, any of them ``None`` while empty."""
+        tokens. State: ``(k, v, valid, S)``, any of them ``None`` while empty; with sinks, then
+        ``(sink_k, sink_v, sink_valid, seen)``: the first ``sinks`` keys and the count so far."""
         if not self.causal:
             raise ValueError("swa_linear.step needs causal=True")
         T, hd = x.shape[1], self.head_dim
         q, k, v = self.project(x, positions)  # (B, H, T, hd), (B, Hkv, T, hd) x 2
         if state is None:  # a prompt: the block-wise form, linear in its length
-            return self.merge(self.attend(q, k, v, padding_mask)), self.prompt_state(
-                k, v, padding_mask
-            )
+            y = self.merge(self.attend(q, k, v, padding_mask))
+            return y, self.prompt_state(k, v, padding_mask)
+        seen = int(state[7]) if self.sinks else 0  # keys before this call
+        sinks = self.update_sinks(state[4:7] if self.sinks else None, k, v, padding_mask, seen)
         cached = state[:3] if state[0] is not None else None
-        past = state[3] if state is not None else None  # S over keys outside every window
+        past = state[3]  # S over keys outside every window
         k, v, valid, kept = append_kv(cached, k, v, padding_mask, keep=self.window - 1)
         k, v = self.expand_kv(k), self.expand_kv(v)  # (B, H, S, hd): cached keys, then new ones
         fq, fk = self.feature_map(q), self.feature_map(k)  # (B, H, T, F), (B, H, S, F)
         v1 = torch.cat([v, v.new_ones(v.shape[:-1] + (1,))], dim=-1)  # (B, H, S, hd + 1)
-        real = valid[:, None, :, None].to(fk.dtype)  # padded keys feed neither part
-        fk, v1 = fk * real, v1 * real
         S = k.shape[2]
+        not_sink = torch.ones(1, S, dtype=torch.bool, device=x.device)
+        if self.sinks:  # k's first key is the sequence's key number seen + T - S
+            not_sink = (torch.arange(S, device=x.device) + seen + T - S >= self.sinks)[None]
+        real = (valid & not_sink)[:, None, :, None].to(fk.dtype)  # linear part: real, no sinks
+        fk, v1l = fk * real, v1 * real
         qpos = torch.arange(S - T, S, device=x.device)[:, None]  # (T, 1)
         kpos = torch.arange(S, device=x.device)[None]  # (1, S)
         earlier = kpos <= qpos
         band = earlier & (kpos > qpos - self.window) & valid[:, None, None, :]  # (B, 1, T, S)
         scores = (q @ k.transpose(-1, -2)) * hd**-0.5  # (B, H, T, S)
         scores = scores.masked_fill(~band, torch.finfo(scores.dtype).min)
-        sm = torch.exp(scores - scores.amax(-1, keepdim=True)) * band  # exp(s - m) in the window
-        outside = (earlier & (kpos <= qpos - self.window)).to(fk.dtype)  # (T, S)
+        m = scores.amax(-1, keepdim=True)
         gamma = torch.sigmoid(self.window_factor)[None, :, None, None]  # (1, H, 1, 1)
-        y = (gamma * sm + (fq @ fk.transpose(-1, -2)) * outside) @ v1  # (B, H, T, hd + 1)
+        y = 0.0
+        if sinks is not None:  # sink keys beyond the window: softmax part
+            q_abs = torch.arange(seen, seen + T, device=x.device)
+            s_abs = torch.arange(sinks[0].shape[2], device=x.device)
+            sk, sv = self.expand_kv(sinks[0]), self.expand_kv(sinks[1])
+            far, sink_scores = self.sink_scores(q, sk, q_abs, s_abs, sinks[2])
+            m = torch.maximum(m, sink_scores.amax(-1, keepdim=True))
+            sv1 = torch.cat([sv, sv.new_ones(sv.shape[:-1] + (1,))], dim=-1)
+            y = (gamma * torch.exp(sink_scores - m) * far) @ sv1
+        sm = torch.exp(scores - m) * band  # exp(s - m) in the window
+        outside = (earlier & (kpos <= qpos - self.window)).to(fk.dtype)  # (T, S)
+        y = y + (gamma * sm) @ v1 + ((fq @ fk.transpose(-1, -2)) * outside) @ v1l
         if past is not None:
             y = y + fq @ past  # keys that left the window cache before these queries
         gone = S - max(self.window - 1, 0)  # keys that leave the window cache now
         if gone > 0:
-            fresh = fk[:, :, :gone].transpose(-1, -2) @ v1[:, :, :gone]  # (B, H, F, hd + 1)
+            fresh = fk[:, :, :gone].transpose(-1, -2) @ v1l[:, :, :gone]  # (B, H, F, hd + 1)
             past = fresh if past is None else past + fresh
         y = y[..., :-1] / (y[..., -1:].clamp(min=0) + self.eps)  # (B, H, T, hd)
         kept = kept if kept is not None else (None, None, None)
-        return self.merge(y), (*kept, past)
+        return self.merge(y), self.pack_state(kept, past, sinks, seen + T, x.device)
+
+    def update_sinks(self, sinks, k, v, padding_mask, seen: int) -> tuple | None:
+        """The sink cache ``(k, v, valid)`` after new keys/values (B, Hkv, T, hd) that follow
+        ``seen`` earlier ones: the first ``sinks`` keys of the sequence (None without sinks)."""
+        if not self.sinks:
+            return None
+        take = max(0, min(self.sinks - seen, k.shape[2]))
+        if take == 0:
+            return sinks
+        valid = padding_mask[:, :take] if padding_mask is not None else None
+        new = append_kv(None, k[:, :, :take], v[:, :, :take], valid)[3]
+        if sinks is None or sinks[0] is None:
+            return new
+        return tuple(
+            torch.cat([a, b], dim=-1 if a.dim() == 2 else 2)
+            for a, b in zip(sinks, new, strict=True)
+        )
+
+    def pack_state(self, kept, past, sinks, seen: int, device) -> tuple:
+        if not self.sinks:
+            return (*kept, past)
+        return (*kept, past, *sinks, torch.tensor(seen, device=device))
 
     def prompt_state(
         self, k: torch.Tensor, v: torch.Tensor, padding_mask: torch.Tensor | None
     ) -> tuple:
         """The decoding state after a prompt's keys/values (B, Hkv, T, hd): its last
-        ``window - 1`` keys, and ``S`` over the ones before them (``None`` if there are none)."""
+        ``window - 1`` keys, ``S`` over the ones before them but the sinks (``None`` if there
+        are none), then the sink cache and the key count when there are sinks."""
+        T = k.shape[2]
         _, _, _, kept = append_kv(None, k, v, padding_mask, keep=self.window - 1)
         kept = kept if kept is not None else (None, None, None)
-        gone = k.shape[2] - max(self.window - 1, 0)
-        if gone <= 0:
-            return (*kept, None)
-        k, v = self.expand_kv(k[:, :, :gone]), self.expand_kv(v[:, :, :gone])  # (B, H, gone, hd)
+        sinks = self.update_sinks(None, k, v, padding_mask, 0)
+        gone = T - max(self.window - 1, 0)
+        first = min(self.sinks, max(gone, 0))  # sinks among the gone keys feed no S
+        if gone - first <= 0:
+            return self.pack_state(kept, None, sinks, T, k.device)
+        k, v = (self.expand_kv(t[:, :, first:gone]) for t in (k, v))  # (B, H, n, hd)
         fk = self.feature_map(k)
         v1 = torch.cat([v, v.new_ones(v.shape[:-1] + (1,))], dim=-1)
         if padding_mask is not None:
-            real = padding_mask[:, None, :gone, None].to(fk.dtype)
+            real = padding_mask[:, None, first:gone, None].to(fk.dtype)
             fk, v1 = fk * real, v1 * real
-        return (*kept, fk.transpose(-1, -2) @ v1)  # S: (B, H, F, hd + 1)
+        return self.pack_state(kept, fk.transpose(-1, -2) @ v1, sinks, T, k.device)
 
     def flops(self, seq_len: int) -> int:
         block, n, before, after = self.layout(seq_len)

@@ -22,13 +22,15 @@ STEP_OPS = {
     "linear": dict(heads=4, kv_heads=2, feature_map="hedgehog", chunk_size=4, rope_theta=1e4),
     "ssm": dict(chunk_size=4),
     "swa_linear": dict(heads=4, kv_heads=2, window=5, block_size=4, chunk_size=4, rope_theta=1e4),
+    "swa_linear+sinks": dict(heads=4, kv_heads=2, window=5, block_size=4, chunk_size=4, sinks=2),
+    "swa_linear+sinks>prompt": dict(heads=4, window=3, block_size=2, chunk_size=4, sinks=9),
 }
 
 
 @pytest.mark.parametrize("name", sorted(STEP_OPS))
 def test_step_in_pieces_equals_forward(name):
     torch.manual_seed(0)
-    op = create_op(name, 32, causal=True, **STEP_OPS[name]).double()
+    op = create_op(name.split("+")[0], 32, causal=True, **STEP_OPS[name]).double()
     x = torch.randn(2, 19, 32, dtype=torch.float64)
     pm = torch.ones(2, 19, dtype=torch.bool)
     pm[1, :3] = False  # left padding, as generate() pads prompts
@@ -53,8 +55,9 @@ def _plan(mixer: dict) -> GraftPlan:
         {"name": "ssm"},
         {"name": "sliding_window", "window": 4, "block_size": 4},
         {"name": "swa_linear", "window": 4, "block_size": 4},
+        {"name": "swa_linear", "window": 4, "block_size": 4, "sinks": 1},
     ],
-    ids=lambda m: m["name"],
+    ids=lambda m: "+".join(f"{v}" for v in m.values()),
 )
 @torch.no_grad()
 def test_generate_matches_full_forward_with_bounded_state(tiny_models, mixer):

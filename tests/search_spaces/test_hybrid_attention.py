@@ -22,7 +22,7 @@ def dense_reference(op: SlidingWindowLinearAttention, x: torch.Tensor, pm: torch
     else:
         band = offset.abs() <= op.window // 2
         earlier = torch.ones(L, L, dtype=torch.bool)
-    band = band | (pos[None] < op.sinks)
+    band = band | ((pos[None] < op.sinks) & earlier)
     keys = pm[:, None, None, :]
     inside, outside = band & keys, earlier & ~band & keys  # (B, 1, L, L)
     s = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
@@ -38,7 +38,16 @@ def dense_reference(op: SlidingWindowLinearAttention, x: torch.Tensor, pm: torch
 
 @pytest.mark.parametrize(
     "causal,sinks,L",
-    [(False, 0, 37), (True, 0, 37), (False, 1, 37), (False, 3, 41), (False, 2, 5), (False, 4, 3)],
+    [
+        (False, 0, 37),
+        (True, 0, 37),
+        (False, 1, 37),
+        (False, 3, 41),
+        (False, 2, 5),
+        (False, 4, 3),
+        (True, 1, 37),
+        (True, 3, 41),
+    ],  # fmt: skip
 )
 def test_equals_dense_reference_with_padding(causal: bool, sinks: int, L: int) -> None:
     torch.manual_seed(0)
@@ -72,6 +81,6 @@ def test_sinks_change_far_queries_only() -> None:
     assert (a[:, ~near] - b[:, ~near]).abs().amax(-1).min() > 1e-6
 
 
-def test_sinks_are_for_encoders() -> None:
-    with pytest.raises(ValueError, match="encoders only"):
-        SlidingWindowLinearAttention(16, heads=2, causal=True, sinks=1)
+def test_negative_sinks_are_an_error() -> None:
+    with pytest.raises(ValueError, match="sinks >= 0"):
+        SlidingWindowLinearAttention(16, heads=2, sinks=-1)
