@@ -39,6 +39,12 @@ OUT_CSV = RESULTS_CSV.with_name("ranking_ceiling.csv")
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def shown(path: Path) -> Path:
+    """``path`` relative to the repository when it lies inside it (for BENCHMARKS.md)."""
+    full = path.resolve()
+    return full.relative_to(ROOT) if full.is_relative_to(ROOT) else path
+
+
 def read_rows(path: str) -> list[dict]:
     file = Path(path)
     if not file.is_file():
@@ -119,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = sum(r["second_seconds"] for r in pairs)
     body = "\n\n".join([
         header("Ranking fidelity ceiling: stand-alone vs stand-alone (benchmarks/ranking_ceiling.py)", command_line()),
-        f"Every arch of `{args.source}` trained from scratch again with its budget "
+        f"Every arch of `{shown(Path(args.source))}` trained from scratch again with its budget "
         f"({rows[0]['standalone_steps']} steps, lr {rows[0]['standalone_lr']}) and seed {args.seed} "
         f"instead of {seed0} (initialisation and data order), {args.workers} worker(s) x "
         f"{args.threads} thread(s), {seconds:.0f} s summed. Kendall τ with 90% bootstrap "
@@ -130,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     ])  # fmt: skip
     print(body)
     if not args.no_write:
-        shown = out.resolve().relative_to(ROOT) if out.resolve().is_relative_to(ROOT) else out
-        write_section("ranking_ceiling", body + f"\n\nPer-arch CSV: `{shown}`.")
+        write_section("ranking_ceiling", body + f"\n\nPer-arch CSV: `{shown(out)}`.")
     log(f"per-arch results in {out}")
     return 0
 
