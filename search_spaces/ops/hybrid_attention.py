@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from search_spaces.ops.linear_attention import FEATURE_MAPS, causal_linear_chunked
+from search_spaces.ops.linear_attention import FEATURE_MAPS, causal_linear_chunked, with_ones
 from search_spaces.ops.projections import append_kv
 from search_spaces.ops.sliding_window import SlidingWindowAttention, key_blocks
 from search_spaces.registry import register_op
@@ -91,7 +91,7 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
         B, H, L, hd = q.shape
         k, v = self.expand_kv(k), self.expand_kv(v)  # (B, H, L, hd)
         fq, fk = self.feature_map(q), self.feature_map(k)  # (B, H, L, F)
-        v1 = torch.cat([v, v.new_ones(v.shape[:-1] + (1,))], dim=-1)  # (B, H, L, hd + 1)
+        v1 = with_ones(v)  # (B, H, L, hd + 1)
         if padding_mask is not None:  # padded keys feed neither part
             keep = padding_mask[:, None, :, None].to(fk.dtype)
             fk, v1 = fk * keep, v1 * keep
@@ -173,7 +173,7 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
         k, v, valid, kept = append_kv(cached, k, v, padding_mask, keep=self.window - 1)
         k, v = self.expand_kv(k), self.expand_kv(v)  # (B, H, S, hd): cached keys, then new ones
         fq, fk = self.feature_map(q), self.feature_map(k)  # (B, H, T, F), (B, H, S, F)
-        v1 = torch.cat([v, v.new_ones(v.shape[:-1] + (1,))], dim=-1)  # (B, H, S, hd + 1)
+        v1 = with_ones(v)  # (B, H, S, hd + 1)
         S = k.shape[2]
         not_sink = torch.ones(1, S, dtype=torch.bool, device=x.device)
         if self.sinks:  # k's first key is the sequence's key number seen + T - S
@@ -195,7 +195,7 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
             sk, sv = self.expand_kv(sinks[0]), self.expand_kv(sinks[1])
             far, sink_scores = self.sink_scores(q, sk, q_abs, s_abs, sinks[2])
             m = torch.maximum(m, sink_scores.amax(-1, keepdim=True))
-            sv1 = torch.cat([sv, sv.new_ones(sv.shape[:-1] + (1,))], dim=-1)
+            sv1 = with_ones(sv)
             y = (gamma * torch.exp(sink_scores - m) * far) @ sv1
         sm = torch.exp(scores - m) * band  # exp(s - m) in the window
         outside = (earlier & (kpos <= qpos - self.window)).to(fk.dtype)  # (T, S)
@@ -248,7 +248,7 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
             return self.pack_state(kept, None, sinks, T, k.device)
         k, v = (self.expand_kv(t[:, :, first:gone]) for t in (k, v))  # (B, H, n, hd)
         fk = self.feature_map(k)
-        v1 = torch.cat([v, v.new_ones(v.shape[:-1] + (1,))], dim=-1)
+        v1 = with_ones(v)
         if padding_mask is not None:
             real = padding_mask[:, None, first:gone, None].to(fk.dtype)
             fk, v1 = fk * real, v1 * real

@@ -69,6 +69,12 @@ FEATURE_MAPS: dict[str, type[nn.Module]] = {
 }
 
 
+def with_ones(v: torch.Tensor) -> torch.Tensor:
+    """``[v, 1]``: values with a column of ones appended, (..., d) -> (..., d + 1), so one
+    product gives both a weighted sum and its normaliser."""
+    return torch.cat([v, v.new_ones(v.shape[:-1] + (1,))], dim=-1)
+
+
 def causal_linear_chunked(
     fq: torch.Tensor, fk: torch.Tensor, v: torch.Tensor, chunk: int
 ) -> torch.Tensor:
@@ -152,7 +158,7 @@ class LinearAttention(AttentionProjections):
         q, k, v = self.project(x, positions)  # (B, H, L, hd), (B, Hkv, L, hd) x 2
         k, v = self.expand_kv(k), self.expand_kv(v)  # (B, H, L, hd)
         fq, fk = self.feature_map(q), self.feature_map(k)  # (B, H, L, F)
-        v = torch.cat([v, v.new_ones(v.shape[:-1] + (1,))], dim=-1)  # (B, H, L, hd + 1)
+        v = with_ones(v)  # (B, H, L, hd + 1)
         if padding_mask is not None:  # padded keys contribute nothing to numerator or denominator
             keep = padding_mask[:, None, :, None].to(fk.dtype)
             fk, v = fk * keep, v * keep
@@ -180,7 +186,7 @@ class LinearAttention(AttentionProjections):
         q, k, v = self.project(x, positions)  # (B, H, T, hd), (B, Hkv, T, hd) x 2
         k, v = self.expand_kv(k), self.expand_kv(v)  # (B, H, T, hd)
         fq, fk = self.feature_map(q), self.feature_map(k)  # (B, H, T, F)
-        v = torch.cat([v, v.new_ones(v.shape[:-1] + (1,))], dim=-1)  # (B, H, T, hd + 1)
+        v = with_ones(v)  # (B, H, T, hd + 1)
         if padding_mask is not None:
             keep = padding_mask[:, None, :, None].to(fk.dtype)
             fk, v = fk * keep, v * keep
