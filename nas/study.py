@@ -11,11 +11,13 @@ user attributes: ``arch`` (``Arch.to_dict()``), ``signature``, ``val_metric``, `
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.latency import LatencyEstimator
@@ -41,16 +43,32 @@ def make_sampler(name: str, seed: int, n_trials: int, population_size: int | Non
 
 
 def open_study(
-    storage: str, study_name: str, direction: str, sampler: optuna.samplers.BaseSampler
+    storage: str,
+    study_name: str,
+    direction: str,
+    sampler: optuna.samplers.BaseSampler,
+    attempts: int = 5,
 ) -> optuna.Study:
-    """Create the study or load it (the sampler is passed explicitly in both cases)."""
-    return optuna.create_study(
-        storage=storage,
-        study_name=study_name,
-        directions=[direction, "minimize"],
-        sampler=sampler,
-        load_if_exists=True,
-    )
+    """Create the study or load it (the sampler is passed explicitly in both cases).
+
+    Workers started together on a fresh storage race to create its tables ("table studies
+    already exists", a duplicate schema version row); the loser waits a moment and tries again,
+    when the tables are there.
+    """
+    for attempt in range(attempts):
+        try:
+            return optuna.create_study(
+                storage=storage,
+                study_name=study_name,
+                directions=[direction, "minimize"],
+                sampler=sampler,
+                load_if_exists=True,
+            )
+        except sqlalchemy.exc.DBAPIError:  # OperationalError, IntegrityError
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def completed(study: optuna.Study) -> list[FrozenTrial]:
