@@ -96,7 +96,8 @@ def obtain_supernet(
 ) -> tuple[Supernet, dict[str, Any]]:
     """``(supernet, meta)``: loaded from ``supernet_dir`` (checked against the space and the task
     head), or a finished one in ``out/supernet`` trained with the same settings, or trained now
-    into ``out/supernet``. ``meta["train_seconds"]`` is its training time."""
+    into ``out/supernet``. ``meta["train_seconds"]`` is its training time; ``meta["reused_from"]``
+    is set when a finished one in ``out/supernet`` was reused."""
     if supernet_dir:
         supernet, meta = load_supernet(supernet_dir)
         if meta["space"] != space.data or supernet.head_spec != task.head():
@@ -116,7 +117,8 @@ def obtain_supernet(
             _same(meta.get(k), v) for k, v in wanted.items()
         ):
             log(f"reusing the supernet in {directory} ({meta['steps']} steps)")
-            return load_supernet(directory)
+            supernet, meta = load_supernet(directory)
+            return supernet, {**meta, "reused_from": str(directory)}
         log(f"{directory} holds a supernet with other settings: training a new one there")
         (directory / "checkpoints" / "last.ckpt").unlink(missing_ok=True)
     log(f"training the supernet of {space.name} on {task.name} ({cfg.train.max_steps} steps) -> {directory}")  # fmt: skip

@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
 from scipy.stats import kendalltau
 from tqdm.auto import tqdm
 
@@ -387,13 +388,16 @@ def main(argv: list[str] | None = None) -> int:
         detail.append(f"| {r['index']} | {r['type']} | {r['describe']} | {r['params']:,} | "
                       f"{r['inherited']:.4f} | {r['standalone']:.4f} | {r['standalone_seconds']:.1f} |")  # fmt: skip
     tuned = args.finetune_steps > 0
+    tr = supernet_training(cfg, args.supernet)
     ratio = (super_seconds + (scoring if tuned else 0.0)) / spent if spent else float("nan")
     load = "/".join(f"{x:.1f}" for x in load0) + " -> " + "/".join(f"{x:.1f}" for x in os.getloadavg())  # fmt: skip
     body = "\n\n".join([
         header(f"Supernet ranking fidelity{', fine-tuned scores' if tuned else ''} (benchmarks/ranking.py)", command_line()),
         f"Space `{space.name}`, task `{json.dumps(task.to_config())}`, {args.threads} thread(s). "
-        f"Supernet: {meta.get('steps')} steps ({'loaded from ' + args.supernet if args.supernet else 'trained here'}, "
-        f"sandwich rule with {cfg.train.num_random} random subnets, batch {cfg.train.batch_size}, lr {cfg.train.lr}), "
+        f"Supernet: {meta.get('steps')} steps ({'loaded from ' + args.supernet if args.supernet else 'reused from ' + meta['reused_from'] + ', trained with these settings' if meta.get('reused_from') else 'trained here'}, "
+        f"teacher alone for the first {tr.teacher_steps}, then the sandwich rule with {tr.num_random} random subnets"
+        f"{f' ({tr.single_mixer_prob:.0%} of them with one token mixer in every layer)' if tr.get('single_mixer_prob') else ''}"
+        f"{' and each token mixer its own teacher in turn' if tr.get('mixer_teachers') else ''}, batch {tr.batch_size}, lr {tr.lr}), "
         f"{super_seconds:.0f} s. Supernet score: {'inherited weights as they are' if not args.finetune_steps else f'inherited weights fine-tuned {args.finetune_steps} steps (as search.finetune_steps)'}. Stand-alone: every arch trained from scratch for {args.standalone_steps} "
         f"steps (AdamW lr {args.standalone_lr}, warm-up {max(1, args.standalone_steps // 20)} steps, cosine, "
         f"batch {task.batch_size}, seed {args.seed}, the same data order; {args.workers} in parallel, {args.threads} thread(s) each), {spent:.0f} s summed over archs"
@@ -423,6 +427,13 @@ def main(argv: list[str] | None = None) -> int:
         write_csv(csv_path, rows)
     log(f"per-arch results in {out / 'ranking.csv'}")
     return 0
+
+
+def supernet_training(cfg: DictConfig, supernet_dir: str | None) -> DictConfig:
+    """The ``train`` settings the supernet was trained with: a loaded one's own ``config.yaml``
+    (as ``python -m supernet.train`` saves it), else the composed configuration."""
+    saved = Path(supernet_dir or "") / "config.yaml"
+    return OmegaConf.load(saved).train if supernet_dir and saved.is_file() else cfg.train
 
 
 if __name__ == "__main__":

@@ -1,14 +1,19 @@
 """The ceiling of ranking fidelity: how well stand-alone training ranks the archs against itself.
 
 ``python benchmarks/ranking_ceiling.py [--from benchmarks/results/ranking.csv] [--seed 1]
-[--workers 2] [--threads 1] [--bootstrap 2000] [--out CSV] [--no-write]``
+[--second-from CSV] [--workers 2] [--threads 1] [--bootstrap 2000] [--out CSV] [--no-write]``
 
 Trains every architecture of a ``benchmarks/ranking.py`` CSV from scratch again, with the same
 budget (steps, learning rate, task, validation batches) but another seed (initialisation and data
 order), and reports Kendall τ between the two stand-alone runs, overall and within each mixer
 type, with ``ranking.py``'s bootstrap intervals, next to the supernet's τ from the same CSV. No
 supernet can be expected to agree with one stand-alone run better than a second stand-alone run
-does: where this τ is low, the stand-alone budget, not the supernet, caps the benchmark.
+does: where this τ is low, the stand-alone budget, not the supernet, caps the benchmark. The
+supernet is also compared with the second run and with the mean of both (a less noisy reference).
+
+``--second-from CSV`` takes the second runs from a previous ``ranking_ceiling.csv`` (same archs,
+same first results, same seed) instead of training them again, so that a new supernet's scores in
+``--from`` are compared in seconds.
 """
 
 from __future__ import annotations
@@ -56,6 +61,25 @@ def read_rows(path: str) -> list[dict]:
     return rows
 
 
+def cached_second_runs(path: str, rows: list[dict], seed: int) -> dict[int, dict]:
+    """The second runs of ``rows`` from a previous output CSV, checked to be the same archs with
+    the same first results and the same second seed."""
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"--second-from {path}: no such file")
+    with file.open(newline="") as f:
+        cached = list(csv.DictReader(f))
+    same = len(cached) == len(rows) and all(
+        c.get("signature") == r.get("signature") and float(c["first"]) == float(r["standalone"])
+        and c.get("second_seed", str(seed)) == str(seed)
+        for c, r in zip(cached, rows, strict=False)
+    )  # fmt: skip
+    if not same:
+        raise ValueError(f"--second-from {path}: other archs, first results or seed than --from")
+    return {i: dict(val_metric=float(c["second"]), seconds=float(c["second_seconds"]))
+            for i, c in enumerate(cached)}  # fmt: skip
+
+
 def job(row: dict, seed: int, threads: int) -> dict:
     """The stand-alone training of ``row``'s arch with its budget and another seed."""
     val = row["val_batches"]
@@ -70,10 +94,29 @@ def job(row: dict, seed: int, threads: int) -> dict:
     )
 
 
+def train_second_runs(rows: list[dict], seed: int, workers: int, threads: int) -> dict[int, dict]:
+    """Every arch of ``rows`` trained from scratch with its budget and ``seed``."""
+    second: dict[int, dict] = {}
+    bar = tqdm(total=len(rows), unit="arch", desc=f"stand-alone, seed {seed}")
+    with _pool(workers) as pool:
+        futures = {pool.submit(train_job, job(r, seed, threads)): i for i, r in enumerate(rows)}
+        for future in as_completed(futures):
+            i = futures[future]
+            second[i] = future.result()
+            bar.update(1)
+            bar.set_postfix(
+                first=rows[i]["standalone"][:6], second=f"{second[i]['val_metric']:.4f}"
+            )
+    bar.close()
+    return second
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--from", dest="source", default=str(RESULTS_CSV), help="a ranking.py CSV")
     p.add_argument("--seed", type=int, default=1, help="the second run's seed")
+    p.add_argument("--second-from", default=None, metavar="CSV",
+                   help="second runs from a previous output CSV instead of training them")  # fmt: skip
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     p.add_argument("--bootstrap", type=int, default=2000)
@@ -86,21 +129,14 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--seed {args.seed}: the CSV was trained with that seed; choose another")
     if args.workers < 1 or args.threads < 1:
         raise ValueError("--workers and --threads must be positive")
-    second: dict[int, dict] = {}
-    bar = tqdm(total=len(rows), unit="arch", desc=f"stand-alone, seed {args.seed}")
-    with _pool(args.workers) as pool:
-        futures = {pool.submit(train_job, job(r, args.seed, args.threads)): i for i, r in enumerate(rows)}  # fmt: skip
-        for future in as_completed(futures):
-            i = futures[future]
-            second[i] = future.result()
-            bar.update(1)
-            bar.set_postfix(
-                first=rows[i]["standalone"][:6], second=f"{second[i]['val_metric']:.4f}"
-            )
-    bar.close()
+    if args.second_from:
+        second = cached_second_runs(args.second_from, rows, args.seed)
+    else:
+        second = train_second_runs(rows, args.seed, args.workers, args.threads)
     pairs = [dict(index=i, type=r["type"], signature=r.get("signature", ""),
                   first=float(r["standalone"]), second=second[i]["val_metric"],
-                  second_seconds=second[i]["seconds"], inherited=float(r["inherited"]))
+                  second_seconds=second[i]["seconds"], second_seed=args.seed,
+                  inherited=float(r["inherited"]))
              for i, r in enumerate(rows)]  # fmt: skip
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -109,27 +145,37 @@ def main(argv: list[str] | None = None) -> int:
         writer.writeheader()
         writer.writerows(pairs)
     seed0 = ", ".join(sorted(first_seed))
-    ceiling = ranking_stats([dict(type=r["type"], inherited=r["second"], standalone=r["first"]) for r in pairs], args.bootstrap, 0)  # fmt: skip
-    supernet = ranking_stats([dict(type=r["type"], inherited=r["inherited"], standalone=r["first"]) for r in pairs], args.bootstrap, 0)  # fmt: skip
+
+    def tau(score: str, reference) -> dict:
+        ranked = [dict(type=r["type"], inherited=r[score], standalone=reference(r)) for r in pairs]
+        return ranking_stats(ranked, args.bootstrap, 0)
+
+    columns = {  # column header: its τ statistics
+        f"stand-alone seed {args.seed} vs seed {seed0}": tau("second", lambda r: r["first"]),
+        f"supernet vs seed {seed0}": tau("inherited", lambda r: r["first"]),
+        f"supernet vs seed {args.seed}": tau("inherited", lambda r: r["second"]),
+        "supernet vs mean of both": tau("inherited", lambda r: (r["first"] + r["second"]) / 2),
+    }
 
     def cell(stats: dict, key: str) -> str:
         value, lo, hi, _ = stats[key]
         return f"{value:.3f} [{lo:.3f}, {hi:.3f}]"
 
-    table = [f"| τ against stand-alone (seed {seed0}) | stand-alone, seed {args.seed} | supernet (inherited) |",
-             "|---|---|---|",
-             f"| all {len(pairs)} archs | {cell(ceiling, 'all')} | {cell(supernet, 'all')} |",
-             f"| mean within a mixer type | {cell(ceiling, 'within')} | {cell(supernet, 'within')} |"]  # fmt: skip
-    for t in [k for k in ceiling if k not in ("all", "within")]:
-        table.append(f"| within {t} | {cell(ceiling, t)} | {cell(supernet, t)} |")
+    def line(label: str, key: str) -> str:
+        return f"| {label} | " + " | ".join(cell(c, key) for c in columns.values()) + " |"
+
+    table = ["| Kendall τ | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|",
+             line(f"all {len(pairs)} archs", "all"), line("mean within a mixer type", "within")]  # fmt: skip
+    first_column = next(iter(columns.values()))
+    table += [line(f"within {t}", t) for t in first_column if t not in ("all", "within")]
     seconds = sum(r["second_seconds"] for r in pairs)
     body = "\n\n".join([
         header("Ranking fidelity ceiling: stand-alone vs stand-alone (benchmarks/ranking_ceiling.py)", command_line()),
         f"Every arch of `{shown(Path(args.source))}` trained from scratch again with its budget "
         f"({rows[0]['standalone_steps']} steps, lr {rows[0]['standalone_lr']}) and seed {args.seed} "
-        f"instead of {seed0} (initialisation and data order), {args.workers} worker(s) x "
-        f"{args.threads} thread(s), {seconds:.0f} s summed. Kendall τ with 90% bootstrap "
-        "intervals as in `ranking.py`; the supernet column is that CSV's inherited scores. A "
+        f"instead of {seed0} (initialisation and data order), {seconds:.0f} s summed"
+        f"{f' (taken from `{shown(Path(args.second_from))}`)' if args.second_from else f', {args.workers} worker(s) x {args.threads} thread(s)'}. Kendall τ with 90% bootstrap "
+        "intervals as in `ranking.py`; the supernet's scores are that CSV's inherited ones. A "
         "supernet cannot be expected to agree with one stand-alone run better than another seed "
         "of the same training does.",
         "\n".join(table),

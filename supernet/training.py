@@ -12,6 +12,7 @@ imports ``nas``). Batches are dicts with ``inputs`` and optionally ``padding_mas
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Callable
@@ -20,7 +21,8 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from search_spaces import Arch
+from search_spaces import Arch, OpSpec
+from search_spaces.space import SearchSpace
 from supernet.supernet import Supernet
 
 LossFn = Callable[[torch.Tensor, dict], torch.Tensor]
@@ -52,6 +54,16 @@ class _OneMixer:
         return self.mixer if name.endswith(".mixer") else self.rng.choice(list(choices))
 
 
+def mixer_teacher(space: SearchSpace, head, mixer: str) -> Arch:
+    """The space's teacher with every layer's token mixer replaced by ``mixer``, each of its
+    hyperparameters at the last (by the spaces' convention, the largest) choice."""
+    op = next(o for o in space.mixers if o.name == mixer)
+    spec = OpSpec(mixer, {k: v[-1] for k, v in op.hparams.items()})
+    teacher = space.teacher(head)
+    layers = tuple(dataclasses.replace(layer, mixer=spec) for layer in teacher.layers)
+    return teacher.replace(layers=layers)
+
+
 class SupernetModule(L.LightningModule):
     """Lightning wrapper: sandwich-rule training, validation of reference subnets."""
 
@@ -70,6 +82,7 @@ class SupernetModule(L.LightningModule):
         max_steps: int = 1000,
         teacher_steps: int = 0,
         single_mixer_prob: float = 0.0,
+        mixer_teachers: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -86,6 +99,7 @@ class SupernetModule(L.LightningModule):
         if not 0.0 <= single_mixer_prob <= 1.0:
             raise ValueError(f"`single_mixer_prob` must be in [0, 1], got {single_mixer_prob}")
         self.single_mixer_prob = single_mixer_prob
+        self.mixer_teachers = mixer_teachers
         self.automatic_optimization = False  # one backward per subnet frees its graph at once
         self._val: dict[str, list[float]] = {}
 
@@ -98,6 +112,9 @@ class SupernetModule(L.LightningModule):
             return [("teacher", space.teacher(head))]
         rng = random.Random(self.seed * 1_000_003 + step)
         randoms = [(f"random{i}", self.random_subnet(rng)) for i in range(self.num_random)]
+        if self.mixer_teachers:  # each token mixer's own teacher in turn, distilling too
+            turn = space.mixers[step % len(space.mixers)].name
+            randoms.insert(0, (f"teacher_{turn}", mixer_teacher(space, head, turn)))
         return [("teacher", space.teacher(head)), ("smallest", space.smallest(head)), *randoms]
 
     def random_subnet(self, rng: random.Random) -> Arch:

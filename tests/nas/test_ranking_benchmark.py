@@ -46,10 +46,19 @@ def test_ranking_dry_run_and_reuse_of_standalone_results(tmp_path, capsys):
     ceiling = tmp_path / "ceiling.csv"
     assert ceiling_main(["--from", str(first / "ranking.csv"), "--seed", "1", "--workers", "1",
                          "--bootstrap", "50", "--out", str(ceiling), "--no-write"]) == 0  # fmt: skip
-    assert "stand-alone, seed 1" in capsys.readouterr().out
+    assert "stand-alone seed 1 vs seed 0" in capsys.readouterr().out
     pairs = _rows(ceiling)
     assert [float(r["first"]) for r in pairs] == [float(r["standalone"]) for r in rows]
     assert all(0.0 <= float(r["second"]) <= 1.0 and float(r["second_seconds"]) > 0 for r in pairs)
+    # the second runs reused from that CSV: nothing trained, the same pairs
+    again = tmp_path / "again.csv"
+    assert ceiling_main(["--from", str(first / "ranking.csv"), "--second-from", str(ceiling),
+                         "--bootstrap", "50", "--out", str(again), "--no-write"]) == 0  # fmt: skip
+    assert "supernet vs mean of both" in capsys.readouterr().out
+    assert _rows(again) == pairs
+    with pytest.raises(ValueError, match="other archs, first results or seed"):
+        ceiling_main(["--from", str(first / "ranking.csv"), "--second-from", str(ceiling),
+                      "--seed", "2", "--no-write"])  # fmt: skip
     with pytest.raises(ValueError, match="trained with that seed"):
         ceiling_main(["--from", str(first / "ranking.csv"), "--seed", "0", "--no-write"])
 

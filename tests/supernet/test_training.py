@@ -109,6 +109,28 @@ def test_single_mixer_subnets() -> None:
         SupernetModule(module.supernet, loss_fn, single_mixer_prob=1.5)
 
 
+def test_mixer_teachers_take_turns() -> None:
+    """With ``mixer_teachers`` each token mixer's own teacher joins the sandwich in turn after
+    the teacher phase: the teacher with only its mixer changed, inside the space."""
+    module = make_module()
+    module.teacher_steps, module.mixer_teachers = 2, True
+    space, head = module.supernet.space, module.supernet.head_spec
+    teacher = space.teacher(head)
+    assert module.sandwich(1) == [("teacher", teacher)]
+    seen = set()
+    for step in range(2, 2 + len(space.mixers)):
+        names = [name for name, _ in module.sandwich(step)]
+        assert names[:2] == ["teacher", "smallest"] and names[3:] == ["random0"]
+        arch = module.sandwich(step)[2][1]
+        assert names[2] == f"teacher_{arch.layers[0].mixer.name}" and space.contains(arch)
+        assert [layer.channel for layer in arch.layers] == [
+            layer.channel for layer in teacher.layers
+        ]
+        assert arch.dim == teacher.dim and len({layer.mixer for layer in arch.layers}) == 1
+        seen.add(arch.layers[0].mixer.name)
+    assert seen == {op.name for op in space.mixers}
+
+
 def test_training_improves_every_subnet(tmp_path) -> None:
     module = make_module(max_steps=25)
     net, loader = module.supernet, copy_task_loader(seed=1)
