@@ -1,7 +1,7 @@
 """Ranking fidelity of the supernet: inherited accuracy vs accuracy trained from scratch.
 
 ``python benchmarks/ranking.py [--supernet DIR] [--supernet-steps 1500] [--standalone-steps 1500]
-[--archs-per-type 4] [--mixed 0] [--seed 0] [--threads 1] [--out runs/bench]
+[--archs-per-type 4] [--mixed 0] [--seed 0] [--threads 1] [--supernet-threads N] [--out runs/bench]
 [--workers 2] [--task-override key=value ...] [--supernet-override train.KEY=VALUE ...]
 [--finetune-steps 0] [--standalone-from CSV] [--estimate] [--dry-run]``
 
@@ -179,18 +179,22 @@ def step_seconds(arch: Arch, task: Task, batch: dict, repeats: int = 2) -> float
     return float(np.median(times[1:]))
 
 
-def estimate(space, task, head, archs, supernet_steps, standalone_steps, num_random) -> tuple[float, list[float]]:  # fmt: skip
+def estimate(space, task, head, archs, supernet_steps, standalone_steps, train) -> tuple[float, list[float]]:  # fmt: skip
     """Estimated seconds of supernet training and of each stand-alone training: timed plain steps,
-    +10% for Lightning, the supernet's step as teacher + smallest + random subnets (+20%:
-    weight slicing and distillation, see benchmarks/supernet_step.py)."""
+    +10% for Lightning; the supernet's step as the teacher alone for ``train.teacher_steps``, then
+    teacher + smallest + random subnets (+ a teacher-sized one with ``train.mixer_teachers``),
+    +20% for weight slicing and distillation (see benchmarks/supernet_step.py)."""
     data = task.datamodule()
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
     alone = [step_seconds(a, task, batch) for _, a in archs]
     rng = random.Random(0)
     randoms = [step_seconds(space.sample(rng, head=head), task, batch) for _ in range(4)]
-    sandwich = step_seconds(space.teacher(head), task, batch) + step_seconds(space.smallest(head), task, batch)  # fmt: skip
-    supernet = 1.2 * (sandwich + num_random * float(np.mean(randoms))) * supernet_steps
+    teacher = step_seconds(space.teacher(head), task, batch)
+    sandwich = teacher * (1 + bool(train.get("mixer_teachers"))) + step_seconds(space.smallest(head), task, batch)  # fmt: skip
+    sandwich += train.num_random * float(np.mean(randoms))
+    first = min(supernet_steps, train.teacher_steps)
+    supernet = 1.2 * (first * teacher + (supernet_steps - first) * sandwich)
     return supernet, [1.1 * standalone_steps * t for t in alone]
 
 
@@ -281,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bootstrap", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--supernet-threads", type=int, default=None,
+                   help="torch threads for training the supernet, which runs before the "
+                        "stand-alone trainings (default: --threads)")  # fmt: skip
     p.add_argument("--workers", type=int, default=2, help="stand-alone trainings run in parallel")
     p.add_argument("--out", default=None, help=f"supernet/ and ranking.csv (default {DEFAULT_OUT})")  # fmt: skip
     p.add_argument("--task-override", action="append", default=[], metavar="KEY=VALUE")
@@ -299,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("supernet_steps", "standalone_steps", "archs_per_type", "bootstrap", "threads", "workers"):  # fmt: skip
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")  # fmt: skip
+    if args.supernet_threads is not None and args.supernet_threads < 1:
+        raise ValueError(f"--supernet-threads must be positive, got {args.supernet_threads}")
     out = Path(args.out or (DRY_OUT if args.dry_run else DEFAULT_OUT))
     cfg, space, task = compose("train_supernet", args.space, args.task_override, steps=args.supernet_steps,
                                seed=args.seed, dry_run=args.dry_run, threads=args.threads,
@@ -317,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{len(results)} of {len(archs)} stand-alone results taken from {args.standalone_from}")
 
     est_super, est_each = estimate(space, task, head, archs, 0 if args.supernet else args.supernet_steps,
-                                    args.standalone_steps, cfg.train.num_random)  # fmt: skip
+                                    args.standalone_steps, cfg.train)  # fmt: skip
     est_each = [0.0 if i in results else t for i, t in enumerate(est_each)]
     est_alone = sum(est_each) / min(args.workers, len(archs))  # wall time, one core per worker
     log(f"{len(archs)} archs; estimated time (machine as loaded now): supernet {est_super / 60:.1f} min, "
@@ -325,7 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.estimate:
         return 0
 
+    torch.set_num_threads(args.supernet_threads or args.threads)
     supernet, meta = obtain_supernet(cfg, space, task, args.supernet, out)
+    torch.set_num_threads(args.threads)
     supernet.eval()
     super_seconds = float(meta.get("train_seconds", float("nan")))
     scoring = time.perf_counter()
@@ -398,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         f"teacher alone for the first {tr.teacher_steps}, then the sandwich rule with {tr.num_random} random subnets"
         f"{f' ({tr.single_mixer_prob:.0%} of them with one token mixer in every layer)' if tr.get('single_mixer_prob') else ''}"
         f"{' and each token mixer its own teacher in turn' if tr.get('mixer_teachers') else ''}, batch {tr.batch_size}, lr {tr.lr}), "
-        f"{super_seconds:.0f} s. Supernet score: {'inherited weights as they are' if not args.finetune_steps else f'inherited weights fine-tuned {args.finetune_steps} steps (as search.finetune_steps)'}. Stand-alone: every arch trained from scratch for {args.standalone_steps} "
+        f"{super_seconds:.0f} s{'' if args.supernet or meta.get('reused_from') else f' at {args.supernet_threads or args.threads} thread(s)'}. Supernet score: {'inherited weights as they are' if not args.finetune_steps else f'inherited weights fine-tuned {args.finetune_steps} steps (as search.finetune_steps)'}. Stand-alone: every arch trained from scratch for {args.standalone_steps} "
         f"steps (AdamW lr {args.standalone_lr}, warm-up {max(1, args.standalone_steps // 20)} steps, cosine, "
         f"batch {task.batch_size}, seed {args.seed}, the same data order; {args.workers} in parallel, {args.threads} thread(s) each), {spent:.0f} s summed over archs"
         f"{f' ({len(reused_archs)} results taken from ' + args.standalone_from + ')' if reused_archs else ''}. "

@@ -20,7 +20,8 @@ def _rows(path):
 def test_ranking_dry_run_and_reuse_of_standalone_results(tmp_path, capsys):
     first, second = tmp_path / "first", tmp_path / "second"
     common = ["--dry-run", "--archs-per-type", "1", "--workers", "1", "--bootstrap", "50"]
-    assert main([*common, "--out", str(first)]) == 0
+    assert main([*common, "--out", str(first), "--supernet-threads", "2"]) == 0
+    assert "s at 2 thread(s). Supernet score" in capsys.readouterr().out
     rows = _rows(first / "ranking.csv")
     assert len(rows) == 5 and {r["type"] for r in rows} == {
         "softmax", "sqa", "linear", "sliding_window", "ssm"
@@ -30,6 +31,10 @@ def test_ranking_dry_run_and_reuse_of_standalone_results(tmp_path, capsys):
         main([*common, "--out", str(second), "--standalone-from", str(first / "ranking.csv")]) == 0
     )
     assert "5 results taken from" in capsys.readouterr().out
+    assert (
+        main([*common, "--out", str(first), "--standalone-from", str(first / "ranking.csv")]) == 0
+    )
+    assert f"reused from {first / 'supernet'}" in capsys.readouterr().out  # same settings
     again = _rows(second / "ranking.csv")
     assert [(r["signature"], r["standalone"]) for r in again] == [
         (r["signature"], r["standalone"]) for r in rows
