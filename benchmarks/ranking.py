@@ -3,7 +3,7 @@
 ``python benchmarks/ranking.py [--supernet DIR] [--supernet-steps 1500] [--standalone-steps 1500]
 [--archs-per-type 4] [--mixed 0] [--seed 0] [--threads 1] [--supernet-threads N] [--out runs/bench]
 [--workers 2] [--task-override key=value ...] [--supernet-override train.KEY=VALUE ...]
-[--finetune-steps 0] [--standalone-from CSV] [--estimate] [--dry-run]``
+[--finetune-steps 0] [--standalone-from CSV] [--section NAME] [--estimate] [--dry-run]``
 
 On ``efficient_attn`` / ``mqar`` (issue 3, section 4):
 
@@ -297,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="score subnets after this many fine-tuning steps (as search.finetune_steps)")  # fmt: skip
     p.add_argument("--standalone-from", default=None, metavar="CSV",
                    help="reuse the stand-alone results of a previous ranking.csv")  # fmt: skip
+    p.add_argument("--section", default=None, help="BENCHMARKS.md section and CSV name "
+                   "(default: ranking, or ranking_finetuned with --finetune-steps)")  # fmt: skip
     p.add_argument("--estimate", action="store_true", help="print the time estimate and exit")
     p.add_argument("--dry-run", action="store_true", help="tiny budgets; BENCHMARKS.md untouched")
     args = p.parse_args(argv)
@@ -306,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("supernet_steps", "standalone_steps", "archs_per_type", "bootstrap", "threads", "workers"):  # fmt: skip
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")  # fmt: skip
+    if args.section is not None and not args.section.replace("_", "").isalnum():
+        raise ValueError(f"--section must be letters, digits and _, got {args.section!r}")
     if args.supernet_threads is not None and args.supernet_threads < 1:
         raise ValueError(f"--supernet-threads must be positive, got {args.supernet_threads}")
     out = Path(args.out or (DRY_OUT if args.dry_run else DEFAULT_OUT))
@@ -403,9 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     ratio = (super_seconds + (scoring if tuned else 0.0)) / spent if spent else float("nan")
     load = "/".join(f"{x:.1f}" for x in load0) + " -> " + "/".join(f"{x:.1f}" for x in os.getloadavg())  # fmt: skip
     body = "\n\n".join([
-        header(f"Supernet ranking fidelity{', fine-tuned scores' if tuned else ''} (benchmarks/ranking.py)", command_line()),
+        header(f"Supernet ranking fidelity{', fine-tuned scores' if tuned else ''}{f' ({args.section})' if args.section else ''} (benchmarks/ranking.py)", command_line()),
         f"Space `{space.name}`, task `{json.dumps(task.to_config())}`, {args.threads} thread(s). "
-        f"Supernet: {meta.get('steps')} steps ({'loaded from ' + args.supernet if args.supernet else 'reused from ' + meta['reused_from'] + ', trained with these settings' if meta.get('reused_from') else 'trained here'}, "
+        f"Supernet: {meta.get('steps')} steps, seed {meta.get('seed')} ({'loaded from ' + args.supernet if args.supernet else 'reused from ' + meta['reused_from'] + ', trained with these settings' if meta.get('reused_from') else 'trained here'}, "
         f"teacher alone for the first {tr.teacher_steps}, then the sandwich rule with {tr.num_random} random subnets"
         f"{f' ({tr.single_mixer_prob:.0%} of them with one token mixer in every layer)' if tr.get('single_mixer_prob') else ''}"
         f"{' and each token mixer its own teacher in turn' if tr.get('mixer_teachers') else ''}, batch {tr.batch_size}, lr {tr.lr}), "
@@ -432,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     print(body)
     if not args.dry_run:
         # inherited and fine-tuned scoring each keep their own section and CSV
-        name = "ranking" if not tuned else "ranking_finetuned"
+        name = args.section or ("ranking" if not tuned else "ranking_finetuned")
         csv_path = RESULTS_CSV.with_name(f"{name}.csv")
         write_section(name, body + f"\n\nPer-arch CSV: `benchmarks/results/{csv_path.name}`.")
         write_csv(csv_path, rows)
