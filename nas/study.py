@@ -10,6 +10,7 @@ user attributes: ``arch`` (``Arch.to_dict()``), ``signature``, ``val_metric``, `
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from collections.abc import Callable
@@ -55,20 +56,15 @@ def open_study(
     already exists", a duplicate schema version row); the loser waits a moment and tries again,
     when the tables are there.
     """
-    for attempt in range(attempts):
+    create = functools.partial(optuna.create_study, storage=storage, study_name=study_name,
+                               directions=[direction, "minimize"], sampler=sampler,
+                               load_if_exists=True)  # fmt: skip
+    for attempt in range(attempts - 1):
         try:
-            return optuna.create_study(
-                storage=storage,
-                study_name=study_name,
-                directions=[direction, "minimize"],
-                sampler=sampler,
-                load_if_exists=True,
-            )
+            return create()
         except sqlalchemy.exc.DBAPIError:  # OperationalError, IntegrityError
-            if attempt == attempts - 1:
-                raise
             time.sleep(0.2 * (attempt + 1))
-    raise AssertionError("unreachable")
+    return create()  # the last attempt raises what it meets
 
 
 def completed(study: optuna.Study) -> list[FrozenTrial]:
