@@ -4,7 +4,7 @@
 [--second-from CSV] [--workers 2] [--threads 1] [--bootstrap 2000] [--out CSV] [--no-write]``
 
 Trains every architecture of a ``benchmarks/ranking.py`` CSV from scratch again, with the same
-budget (steps, learning rate, task, validation batches) but another seed (initialisation and data
+budget (steps, batch size, learning rate, task, validation batches) but another seed (initialisation and data
 order), and reports Kendall τ between the two stand-alone runs, overall and within each mixer
 type, with ``ranking.py``'s bootstrap intervals, next to the supernet's τ from the same CSV. No
 supernet can be expected to agree with one stand-alone run better than a second stand-alone run
@@ -34,6 +34,7 @@ from benchmarks.ranking import (  # noqa: E402
     BUDGET_KEYS,
     RESULTS_CSV,
     _pool,
+    budget_of,
     ranking_stats,
     train_job,
 )
@@ -55,7 +56,7 @@ def read_rows(path: str) -> list[dict]:
     if not file.is_file():
         raise ValueError(f"--from {path}: no such file")
     with file.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+        rows = [budget_of(r) for r in csv.DictReader(f)]
     if not rows or not {"type", "arch", "inherited", "standalone", *BUDGET_KEYS} <= set(rows[0]):
         raise ValueError(f"--from {path}: not a ranking.py CSV with its training budget")
     return rows
@@ -88,6 +89,7 @@ def job(row: dict, seed: int, threads: int) -> dict:
         task=get_task(json.loads(row["task"])),
         seed=seed,
         steps=int(row["standalone_steps"]),
+        batch=int(row["standalone_batch"]),
         lr=float(row["standalone_lr"]),
         val_batches=None if val == "None" else int(val),
         threads=threads,
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     body = "\n\n".join([
         header("Ranking fidelity ceiling: stand-alone vs stand-alone (benchmarks/ranking_ceiling.py)", command_line()),
         f"Every arch of `{shown(Path(args.source))}` trained from scratch again with its budget "
-        f"({rows[0]['standalone_steps']} steps, lr {rows[0]['standalone_lr']}) and seed {args.seed} "
+        f"({rows[0]['standalone_steps']} steps of batch {rows[0]['standalone_batch']}, lr {rows[0]['standalone_lr']}) and seed {args.seed} "
         f"instead of {seed0} (initialisation and data order), {seconds:.0f} s summed"
         f"{f' (taken from `{shown(Path(args.second_from))}`)' if args.second_from else f', {args.workers} worker(s) x {args.threads} thread(s)'}. Kendall τ with 90% bootstrap "
         "intervals as in `ranking.py`; the supernet's scores are that CSV's inherited ones. A "

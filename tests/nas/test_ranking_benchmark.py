@@ -8,7 +8,7 @@ import csv
 
 import pytest
 
-from benchmarks.ranking import load_standalone, main
+from benchmarks.ranking import BUDGET_KEYS, load_standalone, main
 from benchmarks.ranking_ceiling import main as ceiling_main
 
 
@@ -44,9 +44,18 @@ def test_ranking_dry_run_and_reuse_of_standalone_results(tmp_path, capsys):
                  "--standalone-from", str(first / "ranking.csv")]) == 0  # fmt: skip
     assert "fine-tuned 2 steps" in capsys.readouterr().out
     assert all(0.0 <= float(r["inherited"]) <= 1.0 for r in _rows(tuned / "ranking.csv"))
-    budget = {k: rows[0][k] for k in ("standalone_steps", "standalone_lr", "seed", "val_batches", "task")}  # fmt: skip
+    budget = {k: rows[0][k] for k in BUDGET_KEYS}
+    assert budget["standalone_batch"] == "16"
     assert len(load_standalone(str(first / "ranking.csv"), budget)) == 5
     assert load_standalone(str(first / "ranking.csv"), {**budget, "standalone_steps": "4"}) == {}
+    assert load_standalone(str(first / "ranking.csv"), {**budget, "standalone_batch": "8"}) == {}
+    # a CSV written before the batch column: trained with the task's batch size (16 here)
+    old = tmp_path / "old.csv"
+    with old.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k != "standalone_batch"], extrasaction="ignore")  # fmt: skip
+        writer.writeheader()
+        writer.writerows(rows)
+    assert len(load_standalone(str(old), budget)) == 5
     # the ceiling: every arch trained again with its budget and another seed
     ceiling = tmp_path / "ceiling.csv"
     assert ceiling_main(["--from", str(first / "ranking.csv"), "--seed", "1", "--workers", "1",
