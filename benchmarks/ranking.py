@@ -1,7 +1,7 @@
 """Ranking fidelity of the supernet: inherited accuracy vs accuracy trained from scratch.
 
-``python benchmarks/ranking.py [--supernet DIR] [--supernet-steps 1500] [--standalone-steps 3000]
-[--standalone-batch 32]
+``python benchmarks/ranking.py [--supernet DIR] [--supernet-steps 1500] [--standalone-steps 1500]
+[--standalone-batch N]
 [--archs-per-type 4] [--mixed 0] [--seed 0] [--threads 1] [--supernet-threads N] [--out runs/bench]
 [--workers 2] [--task-override key=value ...] [--supernet-override train.KEY=VALUE ...]
 [--finetune-steps 0] [--standalone-from CSV] [--section NAME] [--estimate] [--dry-run]``
@@ -16,12 +16,9 @@ On ``efficient_attn`` / ``mqar`` (issue 3, section 4):
    (deterministic under ``--seed``); ``--mixed N`` adds N uniformly sampled (mixed) archs.
 3. For each: validation accuracy with inherited weights (``activate``, ``task.evaluate``; with
    ``--finetune-steps K`` after K steps of fine-tuning, as the search's ``search.finetune_steps``) and
-   after training from scratch for ``--standalone-steps`` with batch ``--standalone-batch``
-   (``nas.train_arch.train_from_scratch``, the same seed and data order for all), on the whole
-   validation split. The default, 3000 steps of batch 32, costs about what 1500 steps of the task's
-   batch 64 do but is far less of a lottery: at 1500 x 64 whether a small model passes MQAR's
-   recall transition in time changed with the seed (stand-alone seed 0 vs seed 1: τ 0.51, 0.17
-   within a type), so one stand-alone run was a noisy reference (``benchmarks/ranking_ceiling.py``).
+   after training from scratch for ``--standalone-steps`` with batch ``--standalone-batch`` (default:
+   the task's) (``nas.train_arch.train_from_scratch``, the same seed and data order for all), on
+   the whole validation split.
 4. Kendall τ between the two, overall and within each mixer type (so that "softmax beats
    linear" alone cannot make τ look good), with bootstrap 90% intervals (archs resampled;
    within types, resampled per type), and the cost ratio supernet seconds / stand-alone seconds.
@@ -298,9 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--space", default="efficient_attn")
     p.add_argument("--supernet", default=None, help="a trained supernet directory to reuse")
     p.add_argument("--supernet-steps", type=int, default=SUPERNET_STEPS)
-    p.add_argument("--standalone-steps", type=int, default=3000)
+    p.add_argument("--standalone-steps", type=int, default=1500)
     p.add_argument(
-        "--standalone-batch", type=int, default=32, help="batch size of the stand-alone runs"
+        "--standalone-batch", type=int, default=None, help="default: the task's batch size"
     )
     p.add_argument("--standalone-lr", type=float, default=1e-3)
     p.add_argument("--archs-per-type", type=int, default=4)
@@ -327,20 +324,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="tiny budgets; BENCHMARKS.md untouched")
     args = p.parse_args(argv)
     if args.dry_run:
-        args.supernet_steps, args.standalone_steps, args.standalone_batch, args.bootstrap = (
-            4,
-            3,
-            16,
-            200,
-        )
+        args.supernet_steps, args.standalone_steps, args.bootstrap = 4, 3, 200
         args.archs_per_type = min(args.archs_per_type, 2)
-    for name in ("supernet_steps", "standalone_steps", "standalone_batch", "archs_per_type", "bootstrap", "threads", "workers"):  # fmt: skip
+    for name in ("supernet_steps", "standalone_steps", "archs_per_type", "bootstrap", "threads", "workers"):  # fmt: skip
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")  # fmt: skip
     if args.section is not None and not args.section.replace("_", "").isalnum():
         raise ValueError(f"--section must be letters, digits and _, got {args.section!r}")
-    if args.supernet_threads is not None and args.supernet_threads < 1:
-        raise ValueError(f"--supernet-threads must be positive, got {args.supernet_threads}")
+    for name in ("supernet_threads", "standalone_batch"):  # optional
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")  # fmt: skip
     out = Path(args.out or (DRY_OUT if args.dry_run else DEFAULT_OUT))
     cfg, space, task = compose("train_supernet", args.space, args.task_override, steps=args.supernet_steps,
                                seed=args.seed, dry_run=args.dry_run, threads=args.threads,
@@ -348,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     if space.loop is not None:
         raise ValueError(f"--space {space.name}: looped spaces are not supported here")
     head = task.head()
+    args.standalone_batch = args.standalone_batch or task.batch_size
     archs = select_archs(space, head, args.archs_per_type, args.mixed, args.seed)
     load0, begin = os.getloadavg(), time.perf_counter()
     budget = {"standalone_steps": str(args.standalone_steps), "standalone_batch": str(args.standalone_batch),

@@ -10,6 +10,7 @@ import pytest
 
 from benchmarks.ranking import BUDGET_KEYS, load_standalone, main
 from benchmarks.ranking_ceiling import main as ceiling_main
+from benchmarks.ranking_ceiling import perfect_ranker, perfect_ranker_line
 
 
 def _rows(path):
@@ -80,3 +81,13 @@ def test_ranking_dry_run_and_reuse_of_standalone_results(tmp_path, capsys):
 def test_standalone_from_a_missing_file_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="no such file"):
         load_standalone(str(tmp_path / "nope.csv"), {})
+
+
+def test_perfect_ranker_bound() -> None:
+    """The true order scores above the run-to-run agreement against one noisy run, higher still
+    against the mean of two, and close to 1 when runs barely differ."""
+    noisy = perfect_ranker(0.5, 20, sims=500)
+    assert 0.5 < noisy["one"] < 0.75 and noisy["two"] > noisy["one"] and 0 < noisy["p70"] < 1
+    assert perfect_ranker(0.95, 20, sims=500)["one"] > 0.9
+    assert "no estimate" in perfect_ranker_line("all", float("nan"), 20)
+    assert "expected τ **" in perfect_ranker_line("all", 0.5, 20)
