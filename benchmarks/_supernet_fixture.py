@@ -112,9 +112,7 @@ def obtain_supernet(
     meta_file, saved_cfg = directory / "supernet.json", directory / "config.yaml"
     if meta_file.is_file() and saved_cfg.is_file():
         meta = json.loads(meta_file.read_text())
-        # a setting added after that supernet was trained counts as its default (the old behaviour)
-        defaults = OmegaConf.to_container(compose_config("train_supernet", []).train, resolve=True)
-        train = {**defaults, **OmegaConf.to_container(OmegaConf.load(saved_cfg).get("train"), resolve=True)}  # fmt: skip
+        train = OmegaConf.to_container(OmegaConf.load(saved_cfg).get("train"), resolve=True)
         if train == OmegaConf.to_container(cfg.train, resolve=True) and all(
             _same(meta.get(k), v) for k, v in wanted.items()
         ):

@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Supernet: {meta.get('steps')} steps, seed {meta.get('seed')} ({'loaded from ' + args.supernet if args.supernet else 'reused from ' + meta['reused_from'] + ', trained with these settings' if meta.get('reused_from') else 'trained here'}, "
         f"teacher alone for the first {tr.teacher_steps}, then the sandwich rule with {tr.num_random} random subnets"
         f"{f' ({tr.single_mixer_prob:.0%} of them with one token mixer in every layer)' if tr.get('single_mixer_prob') else ''}"
-        f"{' and each token mixer its own teacher' + (' by running loss' if tr.get('mixer_teacher_turns') == 'loss' else ' in turn') if tr.get('mixer_teachers') else ''}, batch {tr.batch_size}, lr {tr.lr}), "
+        f"{' and each token mixer its own teacher in turn' if tr.get('mixer_teachers') else ''}, batch {tr.batch_size}, lr {tr.lr}), "
         f"{super_seconds:.0f} s{'' if args.supernet or meta.get('reused_from') else f' at {args.supernet_threads or args.threads} thread(s)'}. Supernet score: {'inherited weights as they are' if not args.finetune_steps else f'inherited weights fine-tuned {args.finetune_steps} steps (as search.finetune_steps)'}. Stand-alone: every arch trained from scratch for {args.standalone_steps} "
         f"steps (AdamW lr {args.standalone_lr}, warm-up {max(1, args.standalone_steps // 20)} steps, cosine, "
         f"batch {args.standalone_batch}, seed {args.seed}, the same data order; {args.workers} in parallel, {args.threads} thread(s) each), {spent:.0f} s summed over archs"

@@ -87,7 +87,7 @@ def train_supernet(cfg: DictConfig, space: SearchSpace, task, out: Path) -> tupl
         temperature=t.temperature, lr=t.lr, weight_decay=t.weight_decay, warmup_steps=t.warmup_steps,
         max_steps=t.max_steps, teacher_steps=t.teacher_steps, seed=cfg.seed,
         single_mixer_prob=t.single_mixer_prob,
-        mixer_teachers=t.mixer_teachers, mixer_teacher_turns=t.mixer_teacher_turns,
+        mixer_teachers=t.mixer_teachers,
     )  # fmt: skip
     data = task.datamodule(batch_size=t.batch_size)
     data.setup("fit")

@@ -25,7 +25,6 @@ from search_spaces import Arch, OpSpec
 from search_spaces.space import SearchSpace
 from supernet.supernet import Supernet
 
-MIXER_TEACHER_TURNS = ("cycle", "loss")
 LossFn = Callable[[torch.Tensor, dict], torch.Tensor]
 MetricFn = Callable[[torch.Tensor, dict], tuple[float, int]]
 
@@ -84,7 +83,6 @@ class SupernetModule(L.LightningModule):
         teacher_steps: int = 0,
         single_mixer_prob: float = 0.0,
         mixer_teachers: bool = False,
-        mixer_teacher_turns: str = "cycle",
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -102,14 +100,6 @@ class SupernetModule(L.LightningModule):
             raise ValueError(f"`single_mixer_prob` must be in [0, 1], got {single_mixer_prob}")
         self.single_mixer_prob = single_mixer_prob
         self.mixer_teachers = mixer_teachers
-        if mixer_teacher_turns not in MIXER_TEACHER_TURNS:
-            raise ValueError(
-                f"`mixer_teacher_turns` must be one of {', '.join(MIXER_TEACHER_TURNS)}, "
-                f"got {mixer_teacher_turns!r}"
-            )
-        self.mixer_teacher_turns = mixer_teacher_turns
-        # running task loss of each mixer teacher (saved in checkpoints: turns by loss resume exactly)
-        self.mixer_teacher_loss: dict[str, float] = {}
         self.automatic_optimization = False  # one backward per subnet frees its graph at once
         self._val: dict[str, list[float]] = {}
 
@@ -123,21 +113,9 @@ class SupernetModule(L.LightningModule):
         rng = random.Random(self.seed * 1_000_003 + step)
         randoms = [(f"random{i}", self.random_subnet(rng)) for i in range(self.num_random)]
         if self.mixer_teachers:  # each token mixer's own teacher in turn, distilling too
-            turn = self.mixer_turn(step, rng)
+            turn = space.mixers[step % len(space.mixers)].name
             randoms.insert(0, (f"teacher_{turn}", mixer_teacher(space, head, turn)))
         return [("teacher", space.teacher(head)), ("smallest", space.smallest(head)), *randoms]
-
-    def mixer_turn(self, step: int, rng: random.Random) -> str:
-        """The token mixer whose own teacher trains at ``step``: each in turn (``cycle``), or
-        (``loss``) after one turn each, drawn with probability proportional to its teacher's
-        running task loss, so that a mixer teacher still stuck before the task's transition gets
-        the steps that a solved one no longer needs."""
-        names = [op.name for op in self.supernet.space.mixers]
-        if self.mixer_teacher_turns == "cycle" or any(
-            n not in self.mixer_teacher_loss for n in names
-        ):
-            return names[step % len(names)]
-        return rng.choices(names, weights=[self.mixer_teacher_loss[n] for n in names])[0]
 
     def random_subnet(self, rng: random.Random) -> Arch:
         """A uniformly sampled subnet or, with probability ``single_mixer_prob``, one whose every
@@ -169,21 +147,12 @@ class SupernetModule(L.LightningModule):
             self.manual_backward(loss)
             if name == "smallest":
                 logs["train/smallest_loss"] = task_loss.detach()
-            if name.startswith("teacher_"):  # a mixer teacher: keep its running task loss
-                old = self.mixer_teacher_loss.get(name[len("teacher_") :])
-                value = float(task_loss) if old is None else 0.9 * old + 0.1 * float(task_loss)
-                self.mixer_teacher_loss[name[len("teacher_") :]] = value
-                logs[f"train/{name}_loss"] = value
+            elif name.startswith("teacher_"):  # a mixer teacher: shows whether its mixer learns
+                logs[f"train/{name}_loss"] = task_loss.detach()
         self.clip_gradients(opt, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
         opt.step()
         sched.step()
         self.log_dict(logs, prog_bar=True, on_step=True, batch_size=len(batch["inputs"]))
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["mixer_teacher_loss"] = dict(self.mixer_teacher_loss)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.mixer_teacher_loss = dict(checkpoint.get("mixer_teacher_loss", {}))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         head = self.supernet.head_spec

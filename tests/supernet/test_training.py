@@ -131,42 +131,6 @@ def test_mixer_teachers_take_turns() -> None:
     assert seen == {op.name for op in space.mixers}
 
 
-def test_mixer_teacher_turns_by_loss() -> None:
-    """``mixer_teacher_turns="loss"``: each mixer teacher once in turn, then drawn in proportion
-    to its running task loss (a solved mixer, loss 0, is no longer drawn)."""
-    module = make_module()
-    module.teacher_steps, module.mixer_teachers, module.mixer_teacher_turns = 0, True, "loss"
-    module.mixer_teacher_loss = {"softmax": 0.5}  # linear not trained yet: turns as in a cycle
-    assert {module.sandwich(s)[2][0] for s in range(4)} == {"teacher_softmax", "teacher_linear"}
-    module.mixer_teacher_loss = {"softmax": 0.0, "linear": 2.0}
-    assert {module.sandwich(s)[2][0] for s in range(20)} == {"teacher_linear"}
-    module.mixer_teacher_loss = {"softmax": 1.0, "linear": 1.0}
-    drawn = [module.sandwich(s)[2][0] for s in range(200)]
-    assert 60 < drawn.count("teacher_linear") < 140
-    assert drawn == [module.sandwich(s)[2][0] for s in range(200)]  # reproducible per step
-    with pytest.raises(ValueError, match="mixer_teacher_turns"):
-        SupernetModule(module.supernet, loss_fn, mixer_teacher_turns="random")
-
-
-def test_resume_with_mixer_teacher_turns_by_loss_is_exact(tmp_path) -> None:
-    """The running losses that choose the turns are saved in the checkpoint."""
-
-    def module() -> SupernetModule:
-        m = make_module(max_steps=12)
-        m.teacher_steps, m.mixer_teachers, m.mixer_teacher_turns = 1, True, "loss"
-        return m
-
-    straight = module()
-    fit(straight, 12, tmp_path / "a")
-    fit(module(), 11, tmp_path / "b")  # killed at step 11; its last checkpoint is from step 9
-    resumed = module()
-    fit(resumed, 12, tmp_path / "b", resume=True)
-    assert set(resumed.mixer_teacher_loss) == {"softmax", "linear"}
-    assert resumed.mixer_teacher_loss == straight.mixer_teacher_loss
-    for key, value in straight.supernet.weights.items():
-        torch.testing.assert_close(resumed.supernet.weights[key], value, rtol=0, atol=0)
-
-
 def test_training_improves_every_subnet(tmp_path) -> None:
     module = make_module(max_steps=25)
     net, loader = module.supernet, copy_task_loader(seed=1)
