@@ -131,6 +131,22 @@ def test_mixer_teachers_take_turns() -> None:
     assert seen == {op.name for op in space.mixers}
 
 
+def test_each_mixer_teacher_logs_its_task_loss(tmp_path) -> None:
+    """``train/teacher_<mixer>_loss`` shows whether each operator learns the task on its own."""
+    module = make_module(max_steps=4)
+    module.teacher_steps, module.mixer_teachers = 1, True
+    trainer = L.Trainer(max_steps=4, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, num_sanity_val_steps=0, accelerator="cpu",
+                        enable_checkpointing=False)  # fmt: skip
+    trainer.fit(module, resumable_loader(copy_task_loader(), 4, lambda: module.global_step, seed=0))
+    logged = {k for k in trainer.callback_metrics if k.startswith("train/teacher_")}
+    assert logged == {
+        "train/teacher_loss",
+        "train/teacher_softmax_loss",
+        "train/teacher_linear_loss",
+    }
+
+
 def test_training_improves_every_subnet(tmp_path) -> None:
     module = make_module(max_steps=25)
     net, loader = module.supernet, copy_task_loader(seed=1)
