@@ -189,8 +189,8 @@ def estimate(space, task, head, archs, supernet_steps, standalone_steps, standal
     data = task.datamodule()
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
-    small = next(iter(task.datamodule(batch_size=standalone_batch).train_dataloader()))
-    alone = [step_seconds(a, task, small) for _, a in archs]
+    alone_batch = next(iter(task.datamodule(batch_size=standalone_batch).train_dataloader()))
+    alone = [step_seconds(a, task, alone_batch) for _, a in archs]
     rng = random.Random(0)
     randoms = [step_seconds(space.sample(rng, head=head), task, batch) for _ in range(4)]
     teacher = step_seconds(space.teacher(head), task, batch)

@@ -48,6 +48,7 @@ from nas.tasks import get_task  # noqa: E402
 from search_spaces import Arch  # noqa: E402
 
 OUT_CSV = RESULTS_CSV.with_name("ranking_ceiling.csv")
+PERFECT_DRAWS = 4000  # simulated sets of archs behind each perfect-ranker estimate
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -93,7 +94,9 @@ def _tau_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (np.sign(a[:, i] - a[:, j]) * np.sign(b[:, i] - b[:, j])).mean(axis=1)
 
 
-def perfect_ranker(run_to_run: float, n: int, sims: int = 4000, seed: int = 0) -> dict[str, float]:
+def perfect_ranker(
+    run_to_run: float, n: int, sims: int = PERFECT_DRAWS, seed: int = 0
+) -> dict[str, float]:
     """A perfect ranker against noisy stand-alone runs: ``n`` archs of true quality T ~ N(0, 1),
     each run measuring T + N(0, s²), s set (bisection) so that two runs agree at Kendall τ
     ``run_to_run``. Returns the expected τ of the true order with one run (``one``), the chance
@@ -228,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         "of the same training does.",
         "\n".join(table),
         "A perfect ranker (the true order), if run-to-run noise were Gaussian and as large as "
-        "measured here (`perfect_ranker`, 4000 draws):\n" + "\n".join(perfect),
+        f"measured here (`perfect_ranker`, {PERFECT_DRAWS} draws):\n" + "\n".join(perfect),
     ])  # fmt: skip
     print(body)
     if not args.no_write:

@@ -131,7 +131,7 @@ def test_mixer_teachers_take_turns() -> None:
     assert seen == {op.name for op in space.mixers}
 
 
-def test_each_mixer_teacher_logs_its_task_loss(tmp_path) -> None:
+def test_each_mixer_teacher_logs_its_task_loss() -> None:
     """``train/teacher_<mixer>_loss`` shows whether each operator learns the task on its own."""
     module = make_module(max_steps=4)
     module.teacher_steps, module.mixer_teachers = 1, True
