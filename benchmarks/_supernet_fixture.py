@@ -26,11 +26,19 @@ from supernet.io import load_supernet
 from supernet.supernet import Supernet
 from supernet.train import train_supernet
 
-SUPERNET_STEPS = 1500  # both benchmarks' default, so that they share one supernet in DEFAULT_OUT
+SUPERNET_STEPS = 800  # the benchmarks' default (the quick preset's), so that they share one supernet in DEFAULT_OUT
 DEFAULT_OUT, DRY_OUT = Path("runs/bench"), Path("runs/bench-dry")
 # --dry-run: a task small enough that a supernet trains in seconds (latency input kept short
-# so that a lookup table builds in seconds too)
-DRY_TASK = ("num_train=512", "num_val=64", "num_test=64", "batch_size=16", "latency_shape=[1,64]")
+# so that a lookup table builds in seconds too), per task
+DRY_TASK = {
+    "mqar": ("num_train=512", "num_val=64", "num_test=64", "batch_size=16", "latency_shape=[1,64]"),
+    "charlm": (
+        "texts=[alice_in_wonderland]",
+        "seq_len=32",
+        "batch_size=16",
+        "latency_shape=[1,64]",
+    ),
+}
 DRY_TRAIN = ("train.batch_size=16", "train.limit_val_batches=1", "train.warmup_steps=1",
              "report.val_batches=1", "report.random_subnets=0")  # fmt: skip
 
@@ -73,22 +81,28 @@ def compose(
     dry_run: bool,
     threads: int,
     extra: Sequence[str] = (),
+    task: str | None = None,
 ) -> tuple[DictConfig, SearchSpace, Task]:
     """The composed ``conf/<config_name>.yaml`` (``train_supernet`` or ``search``) with ``+space``,
-    the task overrides, the supernet budget and ``extra`` Hydra overrides; its space and task."""
-    overrides = [f"+space={space}", f"seed={seed}", *parse_overrides(task_overrides)]
+    ``task`` (None: the config's default), the task overrides, the supernet budget and ``extra``
+    Hydra overrides; its space and task."""
+    overrides = [f"+space={space}", f"seed={seed}", *([f"task={task}"] if task else [])]
+    overrides += parse_overrides(task_overrides)
     if dry_run:
-        overrides += [f"task.{kv}" for kv in DRY_TASK] + list(DRY_TRAIN)
+        name = compose_config(config_name, overrides).task.name
+        if name not in DRY_TASK:
+            raise UsageError(f"--dry-run knows tasks {', '.join(DRY_TASK)}, not {name!r}")
+        overrides += [f"task.{kv}" for kv in DRY_TASK[name]] + list(DRY_TRAIN)
     if steps is not None:  # Lightning needs val_every <= the steps of the loader's one epoch
         overrides += [f"train.max_steps={steps}", f"train.val_every={min(100, steps)}"]
     overrides += list(extra)
     cfg = compose_config(config_name, overrides)
     try:
-        task = get_task(cfg.task)
+        task_obj = get_task(cfg.task)
     except ValueError as e:
         raise UsageError(f"task: {e}") from None
     torch.set_num_threads(threads)
-    return cfg, space_from_config(cfg), task
+    return cfg, space_from_config(cfg), task_obj
 
 
 def obtain_supernet(

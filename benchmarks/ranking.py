@@ -311,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                         "stand-alone trainings (default: --threads)")  # fmt: skip
     p.add_argument("--workers", type=int, default=2, help="stand-alone trainings run in parallel")
     p.add_argument("--out", default=None, help=f"supernet/ and ranking.csv (default {DEFAULT_OUT})")  # fmt: skip
+    p.add_argument("--task", default=None, help="a task name (default: the config's, charlm)")
     p.add_argument("--task-override", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--supernet-override", action="append", default=[], metavar="KEY=VALUE",
                    help="Hydra override of the supernet's config, e.g. train.lr=0.001")  # fmt: skip
@@ -335,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")  # fmt: skip
     out = Path(args.out or (DRY_OUT if args.dry_run else DEFAULT_OUT))
-    cfg, space, task = compose("train_supernet", args.space, args.task_override, steps=args.supernet_steps,
+    cfg, space, task = compose("train_supernet", args.space, args.task_override, task=args.task, steps=args.supernet_steps,
                                seed=args.seed, dry_run=args.dry_run, threads=args.threads,
                                extra=args.supernet_override)  # fmt: skip
     if space.loop is not None:

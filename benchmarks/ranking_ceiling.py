@@ -1,7 +1,8 @@
 """The ceiling of ranking fidelity: how well stand-alone training ranks the archs against itself.
 
 ``python benchmarks/ranking_ceiling.py [--from benchmarks/results/ranking.csv] [--seed 1]
-[--second-from CSV] [--workers 2] [--threads 1] [--bootstrap 2000] [--out CSV] [--no-write]``
+[--second-from CSV] [--also CSV ...] [--workers 2] [--threads 1] [--bootstrap 2000] [--out CSV]
+[--section NAME] [--no-write]``
 
 Trains every architecture of a ``benchmarks/ranking.py`` CSV from scratch again, with the same
 budget (steps, batch size, learning rate, task, validation batches) but another seed (initialisation and data
@@ -18,6 +19,11 @@ stand-alone run, if the run-to-run noise were Gaussian and as large as measured 
 ``--second-from CSV`` takes the second runs from a previous ``ranking_ceiling.csv`` (same archs,
 same first results, same seed) instead of training them again, so that a new supernet's scores in
 ``--from`` are compared in seconds.
+
+``--also CSV`` (repeatable) adds other supernets (for example other supernet seeds, scored by
+``ranking.py --standalone-from`` on the same archs): each gets its τ against the mean of both
+stand-alone runs, and the table ends with the mean over every supernet, against the targets
+(τ ≥ 0.75 overall, ≥ 0.5 within a type).
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from nas.tasks import get_task  # noqa: E402
 from search_spaces import Arch  # noqa: E402
 
 OUT_CSV = RESULTS_CSV.with_name("ranking_ceiling.csv")
+TARGET_REFERENCE, TARGET_ALL, TARGET_WITHIN = 0.85, 0.75, 0.5
 PERFECT_DRAWS = 4000  # simulated sets of archs behind each perfect-ranker estimate
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -126,6 +133,13 @@ def perfect_ranker_line(label: str, run_to_run: float, n: int) -> str:
             "against the mean of two runs")  # fmt: skip
 
 
+def target_line(label: str, stats: list[dict], key: str, target: float) -> str:
+    """``- label: τ ... (mean of the columns' τs): met / NOT met (target ≥ target)``."""
+    value = float(np.mean([s[key][0] for s in stats]))
+    verdict = "met" if value >= target else "NOT met"
+    return f"- {label}: τ **{value:.3f}**: {verdict} (target ≥ {target})"
+
+
 def job(row: dict, seed: int, threads: int) -> dict:
     """The stand-alone training of ``row``'s arch with its budget and another seed."""
     val = row["val_batches"]
@@ -167,10 +181,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     p.add_argument("--bootstrap", type=int, default=2000)
+    p.add_argument("--also", action="append", default=[], metavar="CSV",
+                   help="another supernet's ranking.py CSV over the same archs")  # fmt: skip
     p.add_argument("--out", default=str(OUT_CSV), help="per-arch CSV of both runs")
+    p.add_argument("--section", default="ranking_ceiling", help="BENCHMARKS.md section")
     p.add_argument("--no-write", action="store_true", help="leave BENCHMARKS.md as it is")
     args = p.parse_args(argv)
+    if not args.section.replace("_", "").isalnum():
+        raise ValueError(f"--section must be letters, digits and _, got {args.section!r}")
     rows = read_rows(args.source)
+    others = [read_rows(path) for path in args.also]
+    for path, other in zip(args.also, others, strict=True):
+        if [(r["signature"], r["standalone"]) for r in other] != [(r["signature"], r["standalone"]) for r in rows]:  # fmt: skip
+            raise ValueError(f"--also {path}: other archs or stand-alone results than --from")
     first_seed = {r["seed"] for r in rows}
     if str(args.seed) in first_seed:
         raise ValueError(f"--seed {args.seed}: the CSV was trained with that seed; choose another")
@@ -197,12 +220,17 @@ def main(argv: list[str] | None = None) -> int:
         ranked = [dict(type=r["type"], inherited=r[score], standalone=reference(r)) for r in pairs]
         return ranking_stats(ranked, args.bootstrap, 0)
 
+    mean = lambda r: (r["first"] + r["second"]) / 2  # noqa: E731
     columns = {  # column header: its τ statistics
         f"stand-alone seed {args.seed} vs seed {seed0}": tau("second", lambda r: r["first"]),
         f"supernet vs seed {seed0}": tau("inherited", lambda r: r["first"]),
         f"supernet vs seed {args.seed}": tau("inherited", lambda r: r["second"]),
-        "supernet vs mean of both": tau("inherited", lambda r: (r["first"] + r["second"]) / 2),
+        "supernet vs mean of both": tau("inherited", mean),
     }
+    for k, other in enumerate(others, start=2):
+        for pair, row in zip(pairs, other, strict=True):
+            pair[f"inherited_{k}"] = float(row["inherited"])
+        columns[f"supernet {k} vs mean of both"] = tau(f"inherited_{k}", mean)
 
     def cell(stats: dict, key: str) -> str:
         value, lo, hi, _ = stats[key]
@@ -216,6 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     first_column = next(iter(columns.values()))
     table += [line(f"within {t}", t) for t in first_column if t not in ("all", "within")]
     seconds = sum(r["second_seconds"] for r in pairs)
+    supernets = [c for name, c in columns.items() if "vs mean of both" in name]
+    reference = next(iter(columns.values()))
+    verdicts = [
+        target_line("stand-alone seed vs seed, all archs", [reference], "all", TARGET_REFERENCE),
+        target_line(f"supernet vs mean of both, all archs, mean over {len(supernets)} supernet(s)", supernets, "all", TARGET_ALL),
+        target_line(f"supernet vs mean of both, mean within a type, mean over {len(supernets)} supernet(s)", supernets, "within", TARGET_WITHIN),
+    ]  # fmt: skip
     types = [t for t in first_column if t not in ("all", "within")]
     per_type = round(len(pairs) / max(1, len(types)))
     perfect = [perfect_ranker_line("all archs", first_column["all"][0], len(pairs)),
@@ -228,14 +263,16 @@ def main(argv: list[str] | None = None) -> int:
         f"{f' (taken from `{shown(Path(args.second_from))}`)' if args.second_from else f', {args.workers} worker(s) x {args.threads} thread(s)'}. Kendall τ with 90% bootstrap "
         "intervals as in `ranking.py`; the supernet's scores are that CSV's inherited ones. A "
         "supernet cannot be expected to agree with one stand-alone run better than another seed "
-        "of the same training does.",
+        "of the same training does."
+        + "".join(f" Supernet {k}: the inherited scores of `{shown(Path(path))}`." for k, path in enumerate(args.also, start=2)),
         "\n".join(table),
+        "\n".join(verdicts),
         "A perfect ranker (the true order), if run-to-run noise were Gaussian and as large as "
         f"measured here (`perfect_ranker`, {PERFECT_DRAWS} draws):\n" + "\n".join(perfect),
     ])  # fmt: skip
     print(body)
     if not args.no_write:
-        write_section("ranking_ceiling", body + f"\n\nPer-arch CSV: `{shown(out)}`.")
+        write_section(args.section, body + f"\n\nPer-arch CSV: `{shown(out)}`.")
     log(f"per-arch results in {out}")
     return 0
 

@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="the supernet's seed")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help=f"where the supernet is (default {DEFAULT_OUT})")
+    p.add_argument("--task", default=None, help="a task name (default: the config's, charlm)")
     p.add_argument("--task-override", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--supernet-override", action="append", default=[], metavar="KEY=VALUE",
                    help="Hydra override of the supernet's config, e.g. train.lr=0.001")  # fmt: skip
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     if min(checkpoints) < 1 or args.seeds < 1 or args.supernet_steps < 1:
         raise ValueError("--trials, --seeds and --supernet-steps must be positive")
     out = Path(args.out or (DRY_OUT if args.dry_run else DEFAULT_OUT))
-    cfg, space, task = compose("search", args.space, args.task_override, steps=args.supernet_steps,
+    cfg, space, task = compose("search", args.space, args.task_override, task=args.task, steps=args.supernet_steps,
                                seed=args.seed, dry_run=args.dry_run, threads=args.threads,
                                extra=args.supernet_override)  # fmt: skip
     maximize = task.direction == "maximize"

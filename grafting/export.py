@@ -25,8 +25,8 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from safetensors.torch import save_file
 
+from common.atomic import atomic_dir
 from search_spaces.cli import UsageError, run_cli
-from search_spaces.exported import atomic_folder
 
 SOURCE_WEIGHTS = ("grafted.safetensors", "model.safetensors")  # a graft run, or an export
 WEIGHTS, REFERENCE, RECORD, CARD = "model.safetensors", "reference.safetensors", "export.json", "README.md"  # fmt: skip
@@ -122,14 +122,14 @@ def describe(model: Any, run: Path, report: dict | None, graft_cfg: dict | None)
 
 
 def write_folder(dest: Path, run: Path, model: Any, cfg: DictConfig, command: str) -> dict[str, Any]:  # fmt: skip
-    """Write every file of the export into ``dest`` (created) and return the export record."""
+    """Write every file of the export into ``dest`` (created if needed) and return the record."""
     import onnxruntime
     import transformers
 
     from grafting.model_card import model_card
     from grafting.portable import ONNX_FILE, HFForward, make_inputs, write_onnx
 
-    dest.mkdir(parents=True)
+    dest.mkdir(parents=True, exist_ok=True)
     copy_files(run, dest)
     report = _json(run / "report.json")
     graft_cfg = _yaml(run / "config.yaml") or _yaml(run / "graft_config.yaml")
@@ -190,7 +190,7 @@ def export(cfg: DictConfig, argv: Sequence[str] = ()) -> int:
     out = check_out(cfg, run)
     check_shape(cfg.onnx.shape, sys.maxsize)  # before any work
     model = load_grafted(run)
-    with atomic_folder(out) as tmp:
+    with atomic_dir(out) as tmp:
         info = write_folder(tmp, run, model, cfg, " ".join(["python -m grafting.export", *argv]))
     onnx = info["onnx"]
     summary = "no ONNX" if onnx is None else (

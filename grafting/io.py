@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import yaml
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from common.atomic import atomic_dir
 from grafting.checkpoints import model_class, read_config
 from grafting.families import get_family
 from grafting.plan import GraftPlan, load_plan
@@ -43,13 +43,12 @@ def save(
     overwrite: bool = False,
 ) -> Path:
     """Write a grafted model to ``out``, atomically: files go to a temporary sibling directory
-    that replaces ``out`` only once complete, so a failed save leaves nothing half-written."""
+    that replaces ``out`` only once complete, so a failed save leaves nothing half-written and
+    an existing ``out`` (``overwrite=True``) as it was."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"out {str(out)!r} exists and is not empty (set overwrite=true)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         save_model(model, str(tmp / WEIGHTS))  # handles tied weights (lm_head = embeddings)
         model.config.save_pretrained(tmp)
         (tmp / "plan.yaml").write_text(yaml.safe_dump(plan.to_dict(), sort_keys=False))
@@ -65,12 +64,6 @@ def save(
             (tmp / "config.yaml").write_text(yaml.safe_dump(run_config, sort_keys=False))
         if report is not None:
             (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out
 
 

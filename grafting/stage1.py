@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from common.schedule import warmup_cosine, warmup_fraction
 from grafting.families.base import Family, first_input
 
 LOSSES = ("l1", "l2", "huber")
@@ -110,7 +111,10 @@ def train(
     if steps <= 0 or not params:
         return {"steps": 0, "seconds": 0.0, "loss": {}}
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    warmup = warmup_fraction(steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: warmup_cosine(s, warmup, steps, floor=0.0)
+    )
     # modules stay in eval mode: dropout would only add noise to a regression onto a teacher
     bar = tqdm(
         visit_order(len(files), steps, seed),

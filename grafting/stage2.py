@@ -19,6 +19,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from common.schedule import warmup_cosine, warmup_fraction
 from grafting.checkpoints import Host, pool
 from grafting.lora import add_lora, merge_lora
 
@@ -97,8 +98,9 @@ class DistillModule(L.LightningModule):
         params = [p for p in self.student.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=float(self.cfg["lr"]), weight_decay=0.0)
         steps = max(1, int(self.cfg["steps"]))
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=float(self.cfg["lr"]), total_steps=steps, pct_start=0.1
+        warmup = warmup_fraction(steps)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: warmup_cosine(s, warmup, steps, floor=0.0)
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

@@ -27,14 +27,15 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from common.atomic import atomic_dir
 from nas.latency import measure
 from nas.model_card import model_card
 from nas.portable import write_portable
+from nas.study import pareto_trials
 from nas.tasks import get_task
 from nas.train_arch import init_model, train_model
 from search_spaces import Arch, save_exported
 from search_spaces.cli import UsageError, import_plugins, run_cli
-from search_spaces.exported import atomic_folder
 from supernet.io import load_supernet
 
 RUN_FILE, PARETO_FILE, REFERENCE_FILE = "run.json", "pareto.csv", "reference.safetensors"
@@ -80,13 +81,16 @@ def _load_study(storage: str | None, name: str | None) -> optuna.Study:
 def choose_trials(
     study: optuna.Study, selection: str | int | Sequence[int], direction: str = "maximize"
 ) -> list[optuna.trial.FrozenTrial]:
-    """The trials ``selection`` names: ``pareto`` (the front, by number), ``best`` (best
-    ``values[0]`` on the front in ``direction``), ``fastest`` (lowest ``values[1]``, the latency
-    ratio, on the front) or trial numbers (completed trials only)."""
+    """The trials ``selection`` names: ``pareto`` (the front of ``nas.study.pareto_trials``, the
+    one the search's ``pareto.csv`` lists: feasible, one trial per architecture; by number),
+    ``best`` (best ``values[0]`` on the front in ``direction``), ``fastest`` (lowest
+    ``values[1]``, the latency ratio, on the front) or trial numbers (completed trials only)."""
     if isinstance(selection, str) and selection in SELECTIONS:
-        front = sorted(study.best_trials, key=lambda t: t.number)
+        front = sorted(pareto_trials(study), key=lambda t: t.number)
         if not front:
-            raise UsageError(f"study {study.study_name!r} has no completed trials")
+            raise UsageError(
+                f"study {study.study_name!r} has no Pareto front (no completed trial meets its constraints)"
+            )
         if selection == "best":
             pick = max if direction == "maximize" else min
             return [pick(front, key=lambda t: t.values[0])]
@@ -103,13 +107,24 @@ def choose_trials(
     return [done[n] for n in dict.fromkeys(numbers)]
 
 
-def pareto_rows(run_dir: Path | None) -> dict[int, dict[str, str]]:
-    """``pareto.csv`` rows by trial number, values as the strings in the file."""
+def pareto_rows(run_dir: Path | None) -> dict[int, dict[str, str]] | None:
+    """``pareto.csv`` rows by trial number, values as the strings in the file (None: no file)."""
     path = run_dir / PARETO_FILE if run_dir else None
     if path is None or not path.is_file():
-        return {}
+        return None
     with path.open(newline="") as f:
         return {int(row["trial"]): row for row in csv.DictReader(f)}
+
+
+def search_row(
+    rows: dict[int, dict[str, str]] | None, trial: optuna.trial.FrozenTrial
+) -> dict[str, str] | None:
+    """The ``pareto.csv`` row of ``trial``, or else of the trial that stands for its architecture
+    on the front (the front keeps one trial per architecture: a repeat has no row of its own)."""
+    rows = rows or {}
+    signature = trial.user_attrs.get("signature")
+    same = (r for r in rows.values() if signature is not None and r.get("signature") == signature)
+    return rows.get(trial.number) or next(same, None)
 
 
 def _seeded_input(task, shape: Sequence[int], seed: int) -> torch.Tensor:
@@ -170,7 +185,7 @@ def export_trial(trial: optuna.trial.FrozenTrial, dest: Path, ctx: dict[str, Any
         "trial": trial.number, "space": run.get("space", "?"), "task": task.to_config(),
         "metric": task.metric_name, "direction": task.direction, "arch": arch.to_dict(),
         "signature": arch.signature, "weights": weights, "training": training, "after": after,
-        "search_row": ctx["rows"].get(trial.number),
+        "search_row": search_row(ctx["rows"], trial), "pareto_csv": ctx["rows"] is not None,
         "search_attrs": {k: v for k, v in trial.user_attrs.items() if k != "arch"},
         "search_values": list(trial.values or []),
         "latency": {**lat.to_dict(), "device": lat.fingerprint.device, "fingerprint_key": lat.fingerprint.key,
@@ -214,8 +229,7 @@ def export(cfg: DictConfig, argv: Sequence[str] = ()) -> int:
         "latency_shape": run.get("latency_shape") or list(task.latency_shape),
         "command": " ".join(["python -m nas.export", *argv]),
     }  # fmt: skip
-    with atomic_folder(out) as tmp:
-        tmp.mkdir()
+    with atomic_dir(out) as tmp:
         infos = [export_trial(t, tmp / f"trial_{t.number}", ctx) for t in tqdm(trials, desc="export", unit="trial", disable=not cfg.progress)]  # fmt: skip
         OmegaConf.save(cfg, tmp / "config.yaml")
         write_summary(tmp / "summary.csv", infos)

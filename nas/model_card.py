@@ -41,6 +41,28 @@ def _table(row: Mapping[str, Any]) -> list[str]:
     return ["| " + " | ".join(row) + " |", "|" + "---|" * len(row), "| " + " | ".join(str(v) for v in row.values()) + " |"]  # fmt: skip
 
 
+def _search_numbers(info: Mapping[str, Any]) -> list[str]:
+    """The trial's ``pareto.csv`` row; for a repeat of an architecture on the front, the row of
+    the trial that stands for it (the front keeps one trial per architecture, the fastest)."""
+    n, row, attrs = info["trial"], info.get("search_row"), info["search_attrs"]
+    if row and int(row["trial"]) == n:
+        return _table(row)
+    if row:
+        return [
+            f"Trial {n} evaluated the same architecture as trial {row['trial']}, which stands for "
+            "it on the Pareto front (one trial per architecture); that trial's row:",
+            "",
+            *_table(row),
+            "",
+            f"Trial {n}'s own numbers, from the study: {attrs}",
+        ]
+    if info.get("pareto_csv", True):
+        return [
+            f"Trial {n} is not on the search's Pareto front (no row in `pareto.csv`); from the study: {attrs}"
+        ]
+    return [f"The search run has no `pareto.csv`; trial {n}'s numbers from the study: {attrs}"]
+
+
 def _timm_lines() -> list[str]:
     return [
         "With timm (an image classifier; the name is registered in the current process):",
@@ -76,10 +98,7 @@ def model_card(info: Mapping[str, Any]) -> str:
         "## Search-time numbers (from `pareto.csv`, verbatim)",
         "",
     ]
-    if info.get("search_row"):
-        lines += _table(info["search_row"])
-    else:
-        lines.append(f"Trial {info['trial']} has no row in `pareto.csv` (not on the Pareto front); from the study: {info['search_attrs']}")  # fmt: skip
+    lines += _search_numbers(info)
     lines += [
         "",
         "Search-time numbers use weights inherited from the supernet and the search's own "

@@ -1,18 +1,17 @@
 """The search's report: the Pareto front re-evaluated on the test split against the baseline,
-as a printed table, ``pareto.csv``, one ``arch.yaml`` per member, and plots."""
+as a printed table, ``pareto.csv`` and one ``arch.yaml`` per member (plots: ``nas.plots``)."""
 
 from __future__ import annotations
 
 import csv
 import itertools
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import optuna
 from optuna.trial import FrozenTrial
 
+from common.atomic import atomic_path
 from search_spaces import Arch
 
 COLUMNS = ("trial", "val_metric", "test_metric", "latency_ms", "latency_ratio",
@@ -59,13 +58,11 @@ def member(trial: FrozenTrial, test_metric: float, baseline: ParetoMember | None
 
 
 def write_csv(path: Path, members: Sequence[ParetoMember]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         for m in members:
             writer.writerow(m.row())
-    os.replace(tmp, path)
 
 
 def write_archs(directory: Path, members: Sequence[ParetoMember]) -> None:
@@ -105,22 +102,3 @@ def format_table(members: Sequence[ParetoMember], baseline: ParetoMember, metric
     else:
         lines.append("no Pareto member beats the baseline at equal or better test metric")
     return "\n".join(lines)
-
-
-def write_plots(study: optuna.Study, directory: Path, metric: str) -> list[Path]:
-    """``pareto.png`` (matplotlib) and an interactive, self-contained ``pareto.html`` (plotly)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [f"val {metric}", "latency / baseline"]
-    ax = optuna.visualization.matplotlib.plot_pareto_front(study, target_names=names)
-    ax.figure.set_size_inches(7, 5)
-    ax.figure.tight_layout()
-    png, html = directory / "pareto.png", directory / "pareto.html"
-    ax.figure.savefig(png, dpi=120)
-    plt.close(ax.figure)
-    fig = optuna.visualization.plot_pareto_front(study, target_names=names)
-    fig.write_html(str(html), include_plotlyjs=True)
-    return [png, html]

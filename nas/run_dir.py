@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from common.atomic import atomic_write_text
 from search_spaces.cli import UsageError
 
 RUN_JSON = "run.json"
@@ -125,6 +126,4 @@ class RunDir:
     def update(self, **fields: Any) -> None:
         """Merge ``fields`` into ``run.json`` (written atomically)."""
         data = {**self.read(), **fields}
-        tmp = self.run_json.with_name(f".{RUN_JSON}.tmp")
-        tmp.write_text(json.dumps(data, indent=2, default=str))
-        os.replace(tmp, self.run_json)
+        atomic_write_text(self.run_json, json.dumps(data, indent=2, default=str))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import sys
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,8 @@ from tqdm.auto import tqdm
 
 from nas.latency import LatencyEstimator, device_fingerprint
 from nas.latency.cache import MODES
-from nas.report import ParetoMember, format_table, member, write_archs, write_csv, write_plots
+from nas.plots import write_plots
+from nas.report import ParetoMember, format_table, member, write_archs, write_csv
 from nas.run_dir import RunDir, git_commit, versions
 from nas.study import (
     SAMPLERS,
@@ -210,7 +212,7 @@ def report(study: optuna.Study, scorer: Scorer, cfg: DictConfig, run: RunDir) ->
     write_csv(run.path / "pareto.csv", front)
     write_archs(run.path / "pareto", front)
     if cfg.report.plots:
-        write_plots(study, run.path, task.metric_name)
+        write_plots(study, run.path, task.metric_name, task.direction, front, baseline)
     print(format_table(front, baseline, task.metric_name, task.direction))
     print(f"results in {run.path}/ (pareto.csv, pareto/, pareto.png, pareto.html, run.json)")
     return SearchResult(study, front, baseline, run.path)
@@ -250,7 +252,8 @@ def run_search(cfg: DictConfig) -> SearchResult:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = make_sampler(s.sampler, cfg.seed, s.n_trials, s.population_size)
-    study = open_study(storage, study_name, task.direction, sampler)
+    names = [f"val {task.metric_name}", "latency / baseline"]
+    study = open_study(storage, study_name, task.direction, sampler, metric_names=names)
     study.set_user_attr("run_dir", str(run.path.resolve()))  # how `nas.export storage=` finds it
     enqueue_baseline(study, space.params_of(space.baseline(head)))
     estimator = LatencyEstimator.for_space(
@@ -266,6 +269,8 @@ def run_search(cfg: DictConfig) -> SearchResult:
 
 def main(argv: list[str] | None = None) -> int:
     torch.set_float32_matmul_precision("high")
+    # "an experimental feature" notices (TPE's `group`, ...) are for developers, not users
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return run_cli(lambda cfg: run_search(cfg) and 0, "search", argv)
 
 

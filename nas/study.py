@@ -10,9 +10,9 @@ user attributes: ``arch`` (``Arch.to_dict()``), ``signature``, ``val_metric``, `
 
 from __future__ import annotations
 
-import functools
 import itertools
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,16 +49,26 @@ def open_study(
     direction: str,
     sampler: optuna.samplers.BaseSampler,
     attempts: int = 5,
+    metric_names: list[str] | None = None,
 ) -> optuna.Study:
-    """Create the study or load it (the sampler is passed explicitly in both cases).
+    """Create the study or load it (the sampler is passed explicitly in both cases), and name its
+    two objectives ``metric_names`` (Optuna's dashboard and plots show them) unless None.
 
     Workers started together on a fresh storage race to create its tables ("table studies
-    already exists", a duplicate schema version row); the loser waits a moment and tries again,
-    when the tables are there.
+    already exists", a duplicate schema version row) and to name the objectives (a duplicate
+    attribute row); the loser waits a moment and tries again, when the rows are there.
     """
-    create = functools.partial(optuna.create_study, storage=storage, study_name=study_name,
-                               directions=[direction, "minimize"], sampler=sampler,
-                               load_if_exists=True)  # fmt: skip
+
+    def create() -> optuna.Study:
+        study = optuna.create_study(storage=storage, study_name=study_name,
+                                    directions=[direction, "minimize"], sampler=sampler,
+                                    load_if_exists=True)  # fmt: skip
+        if metric_names is not None and study.metric_names != list(metric_names):
+            with warnings.catch_warnings():  # experimental since Optuna 3.2: not the user's concern
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(list(metric_names))
+        return study
+
     for attempt in range(attempts - 1):
         try:
             return create()

@@ -11,7 +11,6 @@ model, task and seed give identical weights.
 from __future__ import annotations
 
 import logging
-import math
 import time
 import warnings
 from contextlib import contextmanager
@@ -24,17 +23,10 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
+from common.schedule import warmup_cosine
 from nas.tasks.base import Task
 from search_spaces import Arch, build_model
 from supernet.data import resumable_loader
-
-
-def warmup_cosine(step: int, warmup_steps: int, max_steps: int) -> float:
-    """Learning-rate factor: linear warm-up, then cosine decay to 10% (as the supernet's)."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 class ArchModule(L.LightningModule):

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from common.atomic import atomic_write_text
 from search_spaces.registry import check_hparams, get_op
 
 BLOCKS = ("sequential", "parallel")
@@ -304,11 +305,7 @@ class Arch:
             if path.suffix == ".json"
             else yaml.safe_dump(data, sort_keys=False)
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-        return path
+        return atomic_write_text(path, text)
 
     @property
     def signature(self) -> str:

@@ -6,9 +6,6 @@ alone: ``arch.yaml`` (the ``Arch``) and ``model.safetensors`` (the weights of
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -99,26 +96,3 @@ def register_timm(directory: str | os.PathLike) -> str:
     entry.__name__, entry.__qualname__, entry.__module__ = name, name, __name__
     register_model(entry)
     return name
-
-
-@contextmanager
-def atomic_folder(out: str | os.PathLike) -> Iterator[Path]:
-    """A temporary path beside ``out`` (not yet created) to write a folder into; when the block
-    succeeds it replaces ``out`` (an existing ``out`` is swapped out only then), when it fails
-    it is removed, so a failed export never leaves a partial folder or destroys an old one."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)

@@ -10,6 +10,7 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
+from common.atomic import atomic_path
 from search_spaces import HeadSpec
 from search_spaces.space import SearchSpace
 from supernet.supernet import Supernet
@@ -19,17 +20,16 @@ WEIGHTS, META = "supernet.safetensors", "supernet.json"
 
 def save_supernet(supernet: Supernet, directory: str | os.PathLike, **extra: Any) -> Path:
     """Write ``supernet.safetensors`` and ``supernet.json`` into ``directory`` (atomically:
-    temporary files renamed into place, so a failed save never leaves a half-written pair)."""
+    both files are renamed into place only once both are written, so a failed save never
+    leaves a half-written pair)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     meta = {"space": supernet.space.data, "space_source": supernet.space.source,
             "head": supernet.head_spec.to_dict(), **extra}  # fmt: skip
     tensors = {k: v.detach().contiguous() for k, v in supernet.weights.items()}
-    tmp_w, tmp_m = directory / f".{WEIGHTS}.tmp", directory / f".{META}.tmp"
-    save_file(tensors, str(tmp_w))
-    tmp_m.write_text(json.dumps(meta, indent=2, default=str))
-    os.replace(tmp_w, directory / WEIGHTS)
-    os.replace(tmp_m, directory / META)
+    with atomic_path(directory / WEIGHTS) as tmp_w, atomic_path(directory / META) as tmp_m:
+        save_file(tensors, str(tmp_w))
+        tmp_m.write_text(json.dumps(meta, indent=2, default=str))
     return directory
 
 

@@ -11,9 +11,13 @@ the search reuses), ``subnets.csv`` (that table), ``config.yaml``, ``logs/`` (me
 from __future__ import annotations
 
 import csv
+import logging
 import random
 import sys
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -54,6 +58,27 @@ def evaluate_subnets(
     return out
 
 
+def _no_litlogger_tip(record: logging.LogRecord) -> bool:
+    return "litlogger" not in record.getMessage()
+
+
+@contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Silence what Lightning prints that a user can do nothing about: its litlogger
+    advertisement (printed whenever no LitLogger is used), torch's deprecation of a class that
+    Lightning still uses, and a note on checkpointing with manual optimisation (the state after a
+    step is exactly what a resume needs)."""
+    tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)`", FutureWarning)
+        warnings.filterwarnings("ignore", "Using ModelCheckpoint with manual optimization")
+        tips.addFilter(_no_litlogger_tip)
+        try:
+            yield
+        finally:
+            tips.removeFilter(_no_litlogger_tip)
+
+
 def make_logger(cfg: DictConfig, out: Path):
     if cfg.logger == "wandb":
         import os
@@ -73,6 +98,7 @@ def train(cfg: DictConfig) -> int:
     return 0
 
 
+@quiet_lightning()
 def train_supernet(cfg: DictConfig, space: SearchSpace, task, out: Path) -> tuple[Supernet, dict]:
     """Train the supernet of ``space`` on ``task`` with the ``seed``, ``logger``, ``train``,
     ``trainer`` and ``report`` settings of ``cfg`` (resuming from ``out/checkpoints/last.ckpt``

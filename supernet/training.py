@@ -13,7 +13,6 @@ imports ``nas``). Batches are dicts with ``inputs`` and optionally ``padding_mas
 from __future__ import annotations
 
 import dataclasses
-import math
 import random
 from collections.abc import Callable
 
@@ -21,6 +20,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from common.schedule import warmup_cosine
 from search_spaces import Arch, OpSpec
 from search_spaces.space import SearchSpace
 from supernet.supernet import Supernet
@@ -177,13 +177,7 @@ class SupernetModule(L.LightningModule):
             self.supernet.parameters(), lr=self.lr, weight_decay=self.weight_decay
         )
 
-        def schedule(step: int) -> float:  # linear warm-up, then cosine decay to 10%
-            if step < self.warmup_steps:
-                return (step + 1) / self.warmup_steps
-            progress = min(
-                1.0, (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps)
-            )
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: warmup_cosine(step, self.warmup_steps, self.max_steps)
+        )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

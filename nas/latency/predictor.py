@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from common.atomic import atomic_write_text
 from nas.latency.device import DeviceFingerprint, device_fingerprint
 from nas.latency.measure import (
     Runner,
@@ -138,12 +139,8 @@ class LatencyTable:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write JSON atomically (a failed write leaves no partial file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"version": TABLE_VERSION, **dataclasses.asdict(self)}, indent=1))
-        os.replace(tmp, path)
-        return path
+        data = {"version": TABLE_VERSION, **dataclasses.asdict(self)}
+        return atomic_write_text(path, json.dumps(data, indent=1))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LatencyTable:

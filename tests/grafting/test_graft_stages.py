@@ -71,3 +71,13 @@ def test_stage1_visits_every_cache_file_once_per_pass_in_a_seeded_order():
     assert order[:5] != order[5:10]  # each pass reshuffled
     assert order == stage1.visit_order(5, 13, seed=0)
     assert order != stage1.visit_order(5, 13, seed=1)
+
+
+def test_stage1_runs_any_step_count(tmp_path):
+    """10 steps crashed inside OneCycleLR (a warm-up of zero length); 1 and 11 bracket it."""
+    host = load_host("all-MiniLM-L6-v2")
+    student = copy.deepcopy(host.model)
+    wrappers = graft(student, host.family, load_plan("linear_50"))
+    files = stage1.capture(host.model, host.family, list(wrappers), batches(host.tokenizer, TEXTS[:2], 1, 32), tmp_path)  # fmt: skip
+    for steps in (1, 10, 11):
+        assert stage1.train(wrappers, files, steps=steps, lr=1e-3, progress=False)["steps"] == steps

@@ -36,8 +36,10 @@ SPACE = {
         "smallest": {"dim": 16, "depth": 1, "norm": "layernorm", "mixer": {"name": "linear", "heads": 2, "feature_map": "elu1"}, "channel": {"name": "mlp", "ratio": 2}},
     },
 }  # fmt: skip
-# (val metric, latency ratio): 0 and 1 are the Pareto front, 2 is dominated, 3 has a broken arch
-VALUES = [(0.5, 1.0), (0.3, 0.5), (0.2, 0.9), (0.1, 2.0)]
+# (val metric, latency ratio): 0 and 1 are the Pareto front, 2 is dominated, 3 has a broken arch,
+# 4 repeats trial 1's architecture: on the study's raw front, not on the one-per-architecture front
+VALUES = [(0.5, 1.0), (0.3, 0.5), (0.2, 0.9), (0.1, 2.0), (0.31, 0.55)]
+REPEATS = {4: 1}
 
 
 def make_run(root: Path) -> Path:
@@ -56,8 +58,9 @@ def make_run(root: Path) -> Path:
     archs = [space.teacher(task.head()), space.smallest(task.head()), space.baseline(task.head())]
     rows = []
     for n, (metric, ratio) in enumerate(VALUES):
-        arch = archs[n].to_dict() if n < 3 else {"dim": -1}
-        attrs = {"arch": arch, "signature": f"sig{n}", "val_metric": metric, "latency_ms": 10 * ratio,
+        k = REPEATS.get(n, n)
+        arch = archs[k].to_dict() if k < 3 else {"dim": -1}
+        attrs = {"arch": arch, "signature": f"sig{k}", "val_metric": metric, "latency_ms": 10 * ratio,
                  "latency_ratio": ratio, "latency_source": "measured", "params": 1000 + n, "flops": 2000 + n}  # fmt: skip
         study.add_trial(optuna.trial.create_trial(values=[metric, ratio], user_attrs=attrs))
         if n < 2:
@@ -102,6 +105,7 @@ print("ok")
 def test_export_pareto_front_end_to_end(run_dir, tmp_path, capsys) -> None:
     out = tmp_path / "export"
     assert main([f"run={run_dir}", "finetune_steps=2", f"out={out}", *FAST]) == 0
+    # one folder per row of pareto.csv: trial 4, on the study's raw front, repeats trial 1's arch
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "summary.csv", "trial_0", "trial_1"]  # fmt: skip
     rows = {r["trial"]: r for r in csv.DictReader((run_dir / "pareto.csv").open())}
     for n in (0, 1):
@@ -140,9 +144,22 @@ def test_inherited_weights_equal_the_supernet_subnet(run_dir, tmp_path) -> None:
     assert info["portable"]["dynamic_axes"] == {} and info["weights"] == "inherited from the supernet"  # fmt: skip
 
 
+def test_cards_of_trials_off_the_front(run_dir, tmp_path) -> None:
+    """A repeat of an architecture on the front shows the row of the trial standing for it; a
+    dominated trial says it is not on the front."""
+    out = tmp_path / "e"
+    assert main([f"run={run_dir}", "trials=[4,2]", f"out={out}", "onnx.dynamic=false", *FAST]) == 0
+    row = next(r for r in csv.DictReader((run_dir / "pareto.csv").open()) if r["trial"] == "1")
+    repeat, dominated = ((out / f"trial_{n}" / "README.md").read_text() for n in (4, 2))
+    assert "Trial 4 evaluated the same architecture as trial 1" in repeat
+    assert "| " + " | ".join(row.values()) + " |" in repeat and "not on the" not in repeat
+    assert "Trial 2 is not on the search's Pareto front (no row in `pareto.csv`)" in dominated
+
+
 def test_choose_trials(run_dir) -> None:
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{run_dir / 'study.db'}", sampler=optuna.samplers.RandomSampler())  # fmt: skip
     numbers = lambda sel, d="maximize": [t.number for t in choose_trials(study, sel, d)]  # noqa: E731
+    assert sorted(t.number for t in study.best_trials) == [0, 1, 4]  # 4 repeats 1's architecture
     assert numbers("pareto") == [0, 1] and numbers("best") == [0] and numbers("fastest") == [1]
     assert numbers("best", "minimize") == [1] and numbers([2, 0, 2]) == [2, 0] and numbers(3) == [3]
 
@@ -150,7 +167,7 @@ def test_choose_trials(run_dir) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["trials=[9]"], "no completed trial 9 in study 's'; valid: 0, 1, 2, 3"),
+        (["trials=[9]"], "no completed trial 9 in study 's'; valid: 0, 1, 2, 3, 4"),
         (["trials=slowest"], "trials must be pareto, best, fastest"),
         (["retrain=true"], "set finetune_steps=K > 0"),
         (

@@ -20,7 +20,17 @@ def _rows(path):
 
 def test_ranking_dry_run_and_reuse_of_standalone_results(tmp_path, capsys):
     first, second = tmp_path / "first", tmp_path / "second"
-    common = ["--dry-run", "--archs-per-type", "1", "--workers", "1", "--bootstrap", "50"]
+    common = [
+        "--dry-run",
+        "--task",
+        "mqar",
+        "--archs-per-type",
+        "1",
+        "--workers",
+        "1",
+        "--bootstrap",
+        "50",
+    ]
     assert main([*common, "--out", str(first), "--supernet-threads", "2"]) == 0
     assert "s at 2 thread(s). Supernet score" in capsys.readouterr().out
     rows = _rows(first / "ranking.csv")

@@ -23,7 +23,7 @@ from search_spaces import Arch
 from search_spaces.space import load_space
 
 TINY = [
-    "train.max_steps=2", "train.teacher_steps=1", "train.val_every=1", "train.batch_size=8", "train.limit_val_batches=1",
+    "task=mqar", "train.max_steps=2", "train.teacher_steps=1", "train.val_every=1", "train.batch_size=8", "train.limit_val_batches=1",
     "report.val_batches=1", "report.random_subnets=0", "report.plots=false",
     "task.num_train=32", "task.num_val=16", "task.num_test=16",
     "search.val_batches=1", "latency.shape=[1,32]", "latency.repeats=1",
