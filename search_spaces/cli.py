@@ -1,6 +1,8 @@
 """What every command line of the platform shares: composing the Hydra config from ``conf/``,
 loading the space named by ``+space=``, importing user plugins, and turning user errors into one
 clear line on stderr with exit status 2 (``NAS_TRACEBACK=1`` shows the traceback instead).
+``--help`` prints the command's options (its config files with their comments, and the names each
+config group offers); ``--cfg job`` prints the composed config, as Hydra's own flag does.
 
 Commands compose their config with Hydra's compose API rather than ``@hydra.main`` so that they
 control error reporting and never change the working directory.
@@ -9,7 +11,9 @@ control error reporting and never change the working directory.
 from __future__ import annotations
 
 import importlib
+import importlib.resources
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -72,13 +76,48 @@ def space_from_config(cfg: DictConfig) -> SearchSpace:
     return SearchSpace(data, source=f"conf/space/{data.get('name', '?')}.yaml")
 
 
+GROUPS = ("space", "task", "preset", "arch", "graft")  # config groups a command may name
+
+
+def usage(config_name: str) -> str:
+    """What ``--help`` prints: ``conf/<config_name>.yaml`` and the files it extends, as shipped
+    (every key, its default and its comment), then the names offered by each group they use."""
+    conf = importlib.resources.files("conf")
+    names, texts = [config_name], []
+    while names:
+        text = conf.joinpath(f"{names.pop(0)}.yaml").read_text()
+        texts.append(text.rstrip())
+        names += [
+            n
+            for n in re.findall(r"^  - (\w+)$", text, re.M)
+            if conf.joinpath(f"{n}.yaml").is_file()
+        ]
+    words = set(re.findall(r"\w+", "\n".join(texts)))
+    groups = [f"#   {g}: {', '.join(available(g))}" for g in GROUPS if g in words and available(g)]
+    return "\n\n".join([
+        *texts,
+        "# choices of the config groups (GROUP=NAME; the space with +space=NAME or +space=FILE.yaml):\n" + "\n".join(groups),
+        "# any key above can be set as key=value; --cfg job prints the composed config; "
+        "NAS_TRACEBACK=1 shows tracebacks",
+    ])  # fmt: skip
+
+
 def run_cli(
     main: Callable[[DictConfig], int | None], config_name: str, argv: Sequence[str] | None = None
 ) -> int:
-    """Compose the config and run ``main``; user errors become one line and exit status 2."""
+    """Compose the config and run ``main``; user errors become one line and exit status 2.
+    ``--help``/``-h`` prints ``usage``; ``--cfg job`` prints the composed config; both exit 0."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if "--help" in argv or "-h" in argv:
+        print(usage(config_name))
+        return 0
+    show = argv[-2:] == ["--cfg", "job"] or "--cfg=job" in argv
+    argv = [a for a in (argv[:-2] if argv[-2:] == ["--cfg", "job"] else argv) if a != "--cfg=job"]
     try:
         cfg = compose_config(config_name, argv)
+        if show:
+            print(OmegaConf.to_yaml(cfg, resolve=False), end="")
+            return 0
         return int(main(cfg) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

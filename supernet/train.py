@@ -58,8 +58,12 @@ def evaluate_subnets(
     return out
 
 
+# Lightning's notices that say nothing the user can act on (no GPU here is the expected case)
+NOISE = ("litlogger", "GPU available:", "TPU available:", "`Trainer.fit` stopped")
+
+
 def _no_litlogger_tip(record: logging.LogRecord) -> bool:
-    return "litlogger" not in record.getMessage()
+    return not any(n in record.getMessage() for n in NOISE)
 
 
 @contextmanager
