@@ -218,6 +218,55 @@ def report(study: optuna.Study, scorer: Scorer, cfg: DictConfig, run: RunDir) ->
     return SearchResult(study, front, baseline, run.path)
 
 
+def _positive_int(name: str, value: object, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"{name} must be a positive integer{' or null' if optional else ''}, got {value!r}")  # fmt: skip
+
+
+def check_storage(url: str) -> None:
+    """A storage URL Optuna can open: a known SQLAlchemy dialect whose driver is installed and,
+    for SQLite, an existing folder (checked before any training, so nothing is lost)."""
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect().import_dbapi()
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as e:
+        raise UsageError(f"search.storage {_masked(url)!r} is not a usable database URL: {e}") from None  # fmt: skip
+    except ImportError as e:
+        raise UsageError(f"search.storage {_masked(url)!r}: its database driver is not installed ({e})") from None  # fmt: skip
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        folder = Path(parsed.database).parent
+        if not folder.is_dir():
+            raise UsageError(f"search.storage {url!r}: the folder {folder} does not exist")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Every search setting checked before any work (a supernet trains for minutes)."""
+    s, lat = cfg.search, cfg.latency
+    if s.sampler not in SAMPLERS:
+        raise UsageError(f"search.sampler must be one of {', '.join(SAMPLERS)}, got {s.sampler!r}")
+    if s.latency not in MODES:
+        raise UsageError(f"search.latency must be one of {', '.join(MODES)}, got {s.latency!r}")
+    _positive_int("search.n_trials", s.n_trials)
+    _positive_int("search.val_batches", s.val_batches, optional=True)
+    _positive_int("search.population_size", s.population_size, optional=True)
+    _positive_int("latency.threads", lat.threads)
+    _positive_int("latency.repeats", lat.repeats)
+    if s.timeout_s is not None and (isinstance(s.timeout_s, bool) or not isinstance(s.timeout_s, int | float) or s.timeout_s <= 0):  # fmt: skip
+        raise UsageError(f"search.timeout_s must be a positive number of seconds or null, got {s.timeout_s!r}")  # fmt: skip
+    if lat.device not in ("cpu", "cuda"):
+        raise UsageError(f"latency.device must be cpu or cuda, got {lat.device!r}")
+    shape = lat.shape
+    if shape is not None and (len(shape) != 2 or not all(isinstance(n, int) and n > 0 for n in shape)):  # fmt: skip
+        raise UsageError(f"latency.shape must be [batch, length] of positive integers or null, got {list(shape)!r}")  # fmt: skip
+    if s.storage:
+        check_storage(s.storage)
+
+
 def run_search(cfg: DictConfig) -> SearchResult:
     """Run (or resume) the search a composed ``conf/search.yaml`` config describes."""
     import_plugins(cfg)
@@ -226,11 +275,8 @@ def run_search(cfg: DictConfig) -> SearchResult:
         task = get_task(cfg.task)
     except ValueError as e:
         raise UsageError(f"task: {e}") from None
+    validate(cfg)
     s = cfg.search
-    if s.sampler not in SAMPLERS:
-        raise UsageError(f"search.sampler must be one of {', '.join(SAMPLERS)}, got {s.sampler!r}")
-    if s.latency not in MODES:
-        raise UsageError(f"search.latency must be one of {', '.join(MODES)}, got {s.latency!r}")
     head = task.head()
     shape = tuple(cfg.latency.shape or task.latency_shape)
     run = RunDir(cfg.run_dir or f"runs/{space.name}-{task.name}")

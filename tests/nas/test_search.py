@@ -138,6 +138,20 @@ def test_user_space_file(tmp_path) -> None:
         (["+space=efficient_attn", "search.sampler=bogus"], "search.sampler must be one of"),
         (["+space=efficient_attn", "search.bogus=1"], "Could not override 'search.bogus'"),
         (["+space=efficient_attn", "task=nope"], "Could not find 'task/nope'"),
+        (["+space=efficient_attn", "search.n_trials=0"], "search.n_trials must be a positive"),
+        (["+space=efficient_attn", "search.n_trials=ten"], "search.n_trials must be a positive"),
+        (["+space=efficient_attn", "search.timeout_s=-1"], "search.timeout_s must be a positive"),
+        (["+space=efficient_attn", "latency.device=tpu"], "latency.device must be cpu or cuda"),
+        (["+space=efficient_attn", "latency.threads=0"], "latency.threads must be a positive"),
+        (
+            ["+space=efficient_attn", "latency.shape=[0,16]"],
+            "latency.shape must be [batch, length]",
+        ),
+        (["+space=efficient_attn", "search.storage=foo://bar"], "not a usable database URL"),
+        (
+            ["+space=efficient_attn", "search.storage=sqlite:////nowhere/at/all/s.db"],
+            "does not exist",
+        ),
     ],
 )
 def test_user_errors_are_one_line_with_status_2(tmp_path, capsys, argv, message) -> None:
