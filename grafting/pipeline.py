@@ -111,6 +111,9 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     times["stage2"] = time.perf_counter() - start
 
     start = time.perf_counter()
+    if progress:
+        print("report: fidelity to the host on held-out sentences and passages, then latency host "
+              "vs grafted in alternating rounds", flush=True)  # fmt: skip
     report = evaluate(host, teacher, student, texts, cfg)
     times["report"] = time.perf_counter() - start
     report.update(

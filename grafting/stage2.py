@@ -15,9 +15,10 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from common.schedule import warmup_cosine, warmup_fraction
 from grafting.checkpoints import Host, pool
@@ -152,10 +153,14 @@ def train(
         log_every_n_steps=max(1, min(10, steps)),
         enable_checkpointing=False,
         enable_progress_bar=progress,
+        callbacks=[TQDMProgressBar(refresh_rate=1)] if progress else [],
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
-    loader = DataLoader(_Batches(batches), batch_size=None, shuffle=True)
+    # one epoch of exactly `steps` batches (reshuffled every pass over the calibration set), so
+    # the progress bar counts steps to the end, with the loss and the time left
+    sampler = RandomSampler(_Batches(batches), num_samples=steps)
+    loader = DataLoader(_Batches(batches), batch_size=None, sampler=sampler)
     trainer.fit(module, loader)
     if mode == "lora":
         merge_lora(student)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+import csv
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from grafting import stage1
+from grafting import stage1, stage2
 from grafting.checkpoints import load_host
 from grafting.data import batches
 from grafting.lora import LoRALinear, add_lora, merge_lora
@@ -81,3 +82,22 @@ def test_stage1_runs_any_step_count(tmp_path):
     files = stage1.capture(host.model, host.family, list(wrappers), batches(host.tokenizer, TEXTS[:2], 1, 32), tmp_path)  # fmt: skip
     for steps in (1, 10, 11):
         assert stage1.train(wrappers, files, steps=steps, lr=1e-3, progress=False)["steps"] == steps
+
+
+def test_stage2_runs_any_step_count(tiny_models, tmp_path):
+    """Stage 2 built the same OneCycleLR as stage 1: 10 steps crashed; it now reports every step."""
+    host = load_host(str(tiny_models["llama"]))
+    student = copy.deepcopy(host.model)
+    wrappers = graft(student, host.family, load_plan("linear_50"))
+    data = batches(host.tokenizer, TEXTS, 2, 32)
+    cfg = {"lr": 1e-3, "train": "grafted", "temperature": 1.0, "mse_weight": 1.0, "accelerator": "cpu"}  # fmt: skip
+    for steps in (1, 10, 11):
+        result = stage2.train(host, student, host.model, list(wrappers.values()), data,
+                              {**cfg, "steps": steps}, tmp_path / f"logs{steps}", progress=False)  # fmt: skip
+        assert result["steps"] == steps
+        assert sorted(int(s) for s in _logged_steps(tmp_path / f"logs{steps}"))[-1] < steps
+
+
+def _logged_steps(log_dir):
+    with (log_dir / "stage2" / "metrics.csv").open() as f:
+        return [row["step"] for row in csv.DictReader(f) if row.get("step")]
