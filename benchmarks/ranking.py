@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         f"steps (AdamW lr {args.standalone_lr}, warm-up {max(1, args.standalone_steps // 20)} steps, cosine, "
         f"batch {args.standalone_batch}, seed {args.seed}, the same data order; {args.workers} in parallel, {args.threads} thread(s) each), {spent:.0f} s summed over archs"
         f"{f' ({len(reused_archs)} results taken from ' + args.standalone_from + ')' if reused_archs else ''}. "
-        f"Accuracy on {'the whole' if args.val_batches is None else f'{args.val_batches} batches of the'} "
+        f"{task.metric_name} on {'the whole' if args.val_batches is None else f'{args.val_batches} batches of the'} "
         f"validation split. Archs: {args.archs_per_type} per mixer type, every layer that type (the baseline "
         f"among the softmax ones), width and depth spread over the grid, other choices random "
         f"(seed {args.seed}){f', plus {args.mixed} mixed' if args.mixed else ''}. Bootstrap: "
