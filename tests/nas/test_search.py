@@ -192,3 +192,11 @@ def test_resume_after_a_kill(tmp_path) -> None:
 def test_every_sampler_runs(tmp_path, sampler) -> None:
     run_search(compose(tiny(tmp_path, f"search.sampler={sampler}", trials=3)))
     assert len(completed(tmp_path / "run")) == 3
+
+
+def test_default_task_is_charlm_and_preset_mqar_restores_the_recall_recipe() -> None:
+    default = compose(["+space=efficient_attn"])
+    assert default.task.name == "charlm" and default.train.teacher_steps == 0
+    recall = compose(["+space=efficient_attn", "preset=mqar"])
+    assert recall.task.name == "mqar" and recall.train.teacher_steps == 700
+    assert recall.train.batch_size == 64 and recall.train.max_steps == 1100
