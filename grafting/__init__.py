@@ -4,6 +4,7 @@
 reloads a grafted model as a ``transformers`` model (same forward signature, ``generate()``).
 """
 
+import common  # noqa: F401  (quiets torch's import-time CUDA notice; see common/__init__.py)
 from grafting.io import load, save
 from grafting.plan import GraftPlan, load_plan, select_layers
 from grafting.surgery import graft

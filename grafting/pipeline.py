@@ -14,7 +14,15 @@ import torch
 
 from grafting import stage1, stage2
 from grafting.checkpoints import Host, load_host
-from grafting.data import batches, passages, sample, sentences, split_text
+from grafting.data import (
+    batches,
+    passages,
+    sample,
+    sentences,
+    source_texts,
+    split_text,
+    token_windows,
+)
 from grafting.io import save
 from grafting.plan import load_plan
 from grafting.report import (
@@ -22,27 +30,35 @@ from grafting.report import (
     decode_throughput,
     decoder_fidelity,
     encoder_fidelity,
+    generation_sample,
     latency,
 )
 from grafting.surgery import graft
 
 
-def text_sets(host: Host, cfg: dict[str, Any], seed: int) -> dict[str, list[str]]:
-    """Calibration texts and held-out evaluation sentences and passages (disjoint sources)."""
-    t = cfg["text"]
+def text_sets(host: Host, cfg: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Calibration texts and held-out evaluation sentences and passages (disjoint sources), and,
+    with ``report.ood_source``, sentences and passages of another domain (none of it calibrates)."""
+    t, r = cfg["text"], cfg["report"]
     split = split_text(str(t["source"]), float(t["eval_fraction"]))
     lo, hi = (int(v) for v in t["passage_tokens"])
     hi = min(hi, host.max_len)
     lo = min(lo, hi)
     tok = host.tokenizer
-    r = cfg["report"]
-    return {
+    out: dict[str, Any] = {
         "calibration": sample(sentences(split.calibration), int(t["calib_sentences"]), seed)
         + sample(passages(tok, split.calibration, lo, hi), int(t["calib_passages"]), seed),
         "sentences": sample(sentences(split.evaluation), int(r["sentences"]), seed + 1),
         "passages": sample(passages(tok, split.evaluation, lo, hi), int(r["passages"]), seed + 1),
         "sources": split.sources,
+        "evaluation": split.evaluation,
     }
+    if r.get("ood_source"):
+        ood = [p for _, paras in source_texts(str(r["ood_source"])) for p in paras]
+        out["ood_sentences"] = sample(sentences(ood), int(r["sentences"]), seed + 1)
+        out["ood_passages"] = sample(passages(tok, ood, lo, hi), int(r["passages"]), seed + 1)
+        out["ood"] = ood
+    return out
 
 
 def prepare_tokenizer(host: Host) -> None:
@@ -85,7 +101,9 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="graft-cache-") as tmp:
         cache_dir = Path(s1.get("cache_dir") or tmp)
         start = time.perf_counter()
-        files = stage1.capture(teacher, host.family, list(wrappers), calib, cache_dir)
+        files = stage1.capture(
+            teacher, host.family, list(wrappers), calib, cache_dir, progress=progress
+        )
         result1 = stage1.train(
             wrappers,
             files,
@@ -124,7 +142,11 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
             f"{i}.{slot}:{spec.op}"
             for (i, slot), spec in plan.resolve(len(host.family.layers(teacher))).items()
         ],
-        text={"sources": texts["sources"], "calibration_texts": len(texts["calibration"])},
+        text={
+            "sources": texts["sources"],
+            "calibration_texts": len(texts["calibration"]),
+            "ood_source": cfg["report"].get("ood_source"),
+        },
         stage1=result1,
         stage2=result2,
         seconds=times,
@@ -149,12 +171,26 @@ def evaluate(
     r = cfg["report"]
     bs = int(r["batch_size"])
     fidelity = {}
-    for name in ("sentences", "passages"):
+    for name in ("sentences", "passages", "ood_sentences", "ood_passages"):
+        if name not in texts or (name.endswith("sentences") and not host.is_encoder):
+            continue  # decoders: short sentences out of context say little (passages do)
         bt = batches(host.tokenizer, texts[name], bs, host.max_len)
         if host.is_encoder:
             fidelity[name] = encoder_fidelity(host, teacher, student, bt)
         else:
             fidelity[name] = {"n": len(texts[name]), **decoder_fidelity(teacher, student, bt)}
+    samples = {}
+    if not host.is_encoder:
+        length = min(int(r["window_tokens"]), host.max_len)
+        for name, paras in (("windows", texts["evaluation"]), ("ood_windows", texts.get("ood"))):
+            windows = token_windows(host.tokenizer, paras or [], length, int(r["windows"]))
+            if windows:
+                fidelity[name] = {"n": len(windows), **decoder_fidelity(teacher, student, windows)}
+        if int(r.get("sample_tokens", 0)) > 0:  # prompt: the first held-out paragraph's start
+            prompt = " ".join(texts["evaluation"][0].split()[: int(r["sample_prompt_words"])])
+            samples = generation_sample(
+                host.tokenizer, teacher, student, prompt, int(r["sample_tokens"])
+            )
     vocab = int(teacher.config.vocab_size)
     lengths = [int(n) for n in r["lengths"] if int(n) <= host.max_len]
     report: dict[str, Any] = {
@@ -169,6 +205,8 @@ def evaluate(
         ),
         "params": {"host": count_params(teacher), "grafted": count_params(student)},
     }
+    if samples:
+        report["sample"] = samples
     if not host.is_encoder and int(r.get("decode_tokens", 0)) > 0:
         prompt, new = int(r["decode_prompt"]), int(r["decode_tokens"])
         report["decode"] = {

@@ -41,13 +41,15 @@ def encoder_fidelity(
 def decoder_fidelity(
     teacher: nn.Module, student: nn.Module, batches: list[dict[str, torch.Tensor]]
 ) -> dict[str, float]:
-    """Perplexity of teacher and student on the text, and the mean per-token KL(teacher||student)."""
-    nll_t = nll_s = kl = 0.0
-    tokens = 0
+    """Perplexity of teacher and student on the text, the mean per-token KL(teacher||student),
+    greedy next-token accuracy of each against the text (``top1_*``), and how often the student's
+    greedy choice is the teacher's (``top1_agree``)."""
+    sums = dict.fromkeys(("nll_t", "nll_s", "kl", "hit_t", "hit_s", "agree"), 0.0)
+    tokens = n_pos = 0
     for b in batches:
         mask = b["attention_mask"].bool()
         lt, ls = teacher(**b).logits.float(), student(**b).logits.float()
-        kl += float(
+        sums["kl"] += float(
             F.kl_div(
                 F.log_softmax(ls[mask], -1),
                 F.log_softmax(lt[mask], -1),
@@ -55,21 +57,45 @@ def decoder_fidelity(
                 reduction="sum",
             )
         )
+        n_pos += int(mask.sum())
         target = b["input_ids"][:, 1:]
         real = mask[:, 1:] & mask[:, :-1]
-        for logits, acc in ((lt, "t"), (ls, "s")):
-            nll = F.cross_entropy(logits[:, :-1][real], target[real], reduction="sum")
-            if acc == "t":
-                nll_t += float(nll)
-            else:
-                nll_s += float(nll)
+        pt, ps = lt[:, :-1][real], ls[:, :-1][real]  # (N, V) predictions of real next tokens
+        sums["nll_t"] += float(F.cross_entropy(pt, target[real], reduction="sum"))
+        sums["nll_s"] += float(F.cross_entropy(ps, target[real], reduction="sum"))
+        sums["hit_t"] += float((pt.argmax(-1) == target[real]).sum())
+        sums["hit_s"] += float((ps.argmax(-1) == target[real]).sum())
+        sums["agree"] += float((pt.argmax(-1) == ps.argmax(-1)).sum())
         tokens += int(real.sum())
-    n_pos = sum(int(b["attention_mask"].sum()) for b in batches)
+    tokens = max(tokens, 1)
     return {
-        "ppl_teacher": float(torch.tensor(nll_t / max(tokens, 1)).exp()),
-        "ppl_student": float(torch.tensor(nll_s / max(tokens, 1)).exp()),
-        "kl": kl / max(n_pos, 1),
+        "ppl_teacher": float(torch.tensor(sums["nll_t"] / tokens).exp()),
+        "ppl_student": float(torch.tensor(sums["nll_s"] / tokens).exp()),
+        "ppl_ratio": float(torch.tensor((sums["nll_s"] - sums["nll_t"]) / tokens).exp()),
+        "kl": sums["kl"] / max(n_pos, 1),
+        "top1_teacher": sums["hit_t"] / tokens,
+        "top1_student": sums["hit_s"] / tokens,
+        "top1_agree": sums["agree"] / tokens,
     }
+
+
+@torch.no_grad()
+def generation_sample(
+    tokenizer: Any, teacher: nn.Module, student: nn.Module, prompt: str, new_tokens: int
+) -> dict[str, str]:
+    """Greedy continuations of ``prompt`` by host and grafted model (a sample a person reads)."""
+    enc = tokenizer(prompt, return_tensors="pt")
+    out = {"prompt": prompt}
+    for name, model in (("host", teacher), ("grafted", student)):
+        ids = model.generate(
+            input_ids=enc["input_ids"],
+            attention_mask=enc["attention_mask"],
+            max_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        out[name] = tokenizer.decode(ids[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    return out
 
 
 @torch.no_grad()
@@ -166,6 +192,10 @@ def table(report: dict[str, Any]) -> str:
             f"decode: {dec['host_tokens_per_s']:.1f} -> {dec['grafted_tokens_per_s']:.1f} tokens/s "
             f"(prompt {dec['prompt_len']}, {dec['new_tokens']} new tokens)"
         )
+    sample = report.get("sample")
+    if sample:
+        lines.append(f"sample, greedy after: {sample['prompt']!r}")
+        lines += [f"  {who:>7}: {sample[who]!r}" for who in ("host", "grafted")]
     p = report["params"]
     lines.append(f"params: host {p['host']:,}, grafted {p['grafted']:,}")
     t = report["seconds"]

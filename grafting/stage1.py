@@ -36,6 +36,8 @@ def capture(
     keys: list[tuple[int, str]],
     batches: list[dict[str, torch.Tensor]],
     cache_dir: Path,
+    *,
+    progress: bool = False,
 ) -> list[Path]:
     """Run ``teacher`` on ``batches``; write each batch's ``attention_mask`` and, per grafted
     (layer, slot), the replaced module's input ``<layer>.<slot>.x`` and output ``.y``."""
@@ -58,9 +60,11 @@ def capture(
         handles.append(dst.register_forward_hook(grab_out))
     files = []
     try:
-        for i, batch in enumerate(batches):
+        bar = tqdm(batches, desc="stage 1: teacher activations", leave=False, disable=not progress)
+        for i, batch in enumerate(bar):
             store.clear()
-            teacher(**batch)
+            # the trunk only: a decoder's LM head would add (B, L, vocab) logits nobody reads
+            getattr(teacher, "base_model", teacher)(**batch)
             store["attention_mask"] = batch["attention_mask"].contiguous()
             path = cache_dir / f"batch_{i:05d}.safetensors"
             save_file(dict(store), str(path))
@@ -140,7 +144,7 @@ def train(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        bar.set_postfix(loss=f"{total.item() / len(wrappers):.4f}")
+        bar.set_postfix(loss=f"{total.item() / len(wrappers):.3g}")
     window = max(1, min(10, steps // 5))
     summary = {
         name: {"first": h[0], "last": sum(h[-window:]) / len(h[-window:])}

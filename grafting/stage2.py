@@ -20,6 +20,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from common.quiet import quiet_lightning
 from common.schedule import warmup_cosine, warmup_fraction
 from grafting.checkpoints import Host, pool
 from grafting.lora import add_lora, merge_lora
@@ -145,23 +146,25 @@ def train(
     )
     module = DistillModule(host, student, teacher, dict(cfg))
     logger = CSVLogger(str(log_dir), name="stage2", version="")
-    trainer = L.Trainer(
-        max_steps=steps,
-        accelerator=str(cfg.get("accelerator", "cpu")),
-        devices=1,
-        logger=logger,
-        log_every_n_steps=max(1, min(10, steps)),
-        enable_checkpointing=False,
-        enable_progress_bar=progress,
-        callbacks=[TQDMProgressBar(refresh_rate=1)] if progress else [],
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    with quiet_lightning():  # the Trainer prints its hardware lines when built
+        trainer = L.Trainer(
+            max_steps=steps,
+            accelerator=str(cfg.get("accelerator", "cpu")),
+            devices=1,
+            logger=logger,
+            log_every_n_steps=max(1, min(10, steps)),
+            enable_checkpointing=False,
+            enable_progress_bar=progress,
+            callbacks=[TQDMProgressBar(refresh_rate=1)] if progress else [],
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+        )
     # one epoch of exactly `steps` batches (reshuffled every pass over the calibration set), so
     # the progress bar counts steps to the end, with the loss and the time left
     sampler = RandomSampler(_Batches(batches), num_samples=steps)
     loader = DataLoader(_Batches(batches), batch_size=None, sampler=sampler)
-    trainer.fit(module, loader)
+    with quiet_lightning():
+        trainer.fit(module, loader)
     if mode == "lora":
         merge_lora(student)
     student.requires_grad_(False).eval()

@@ -1,7 +1,3 @@
 """nas package."""
 
-import logging
-
-# torch.utils.benchmark (nas.latency) logs "No CUDA runtime is found" when imported on any CPU-only
-# machine: a notice the user can do nothing about
-logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+import common  # noqa: F401  (quiets torch's import-time CUDA notice; see common/__init__.py)

@@ -11,13 +11,9 @@ the search reuses), ``subnets.csv`` (that table), ``config.yaml``, ``logs/`` (me
 from __future__ import annotations
 
 import csv
-import logging
 import random
 import sys
 import time
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -27,6 +23,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from common.quiet import quiet_lightning
 from search_spaces import Arch
 from search_spaces.cli import UsageError, import_plugins, run_cli, space_from_config
 from search_spaces.space import SearchSpace
@@ -56,31 +53,6 @@ def evaluate_subnets(
         supernet.activate(arch)
         out[name] = task.evaluate(supernet, loader, max_batches=max_batches)
     return out
-
-
-# Lightning's notices that say nothing the user can act on (no GPU here is the expected case)
-NOISE = ("litlogger", "GPU available:", "TPU available:", "`Trainer.fit` stopped")
-
-
-def _no_litlogger_tip(record: logging.LogRecord) -> bool:
-    return not any(n in record.getMessage() for n in NOISE)
-
-
-@contextmanager
-def quiet_lightning() -> Iterator[None]:
-    """Silence what Lightning prints that a user can do nothing about: its litlogger
-    advertisement (printed whenever no LitLogger is used), torch's deprecation of a class that
-    Lightning still uses, and a note on checkpointing with manual optimisation (the state after a
-    step is exactly what a resume needs)."""
-    tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)`", FutureWarning)
-        warnings.filterwarnings("ignore", "Using ModelCheckpoint with manual optimization")
-        tips.addFilter(_no_litlogger_tip)
-        try:
-            yield
-        finally:
-            tips.removeFilter(_no_litlogger_tip)
 
 
 def make_logger(cfg: DictConfig, out: Path):

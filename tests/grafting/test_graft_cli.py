@@ -32,6 +32,10 @@ TINY = [
     "report.min_run_time=0.01",
     "report.decode_prompt=16",
     "report.decode_tokens=4",
+    "report.windows=2",
+    "report.window_tokens=48",
+    "report.sample_prompt_words=6",
+    "report.sample_tokens=5",
     "progress=false",
 ]
 
@@ -44,9 +48,17 @@ def test_cli_end_to_end(tiny_models, text_file, tmp_path, capsys, family, plan):
     printed = capsys.readouterr().out
     assert "speedup" in printed and "params" in printed
     report = json.loads((out / "report.json").read_text())
-    assert set(report["fidelity"]) == {"sentences", "passages"}
-    key = "mean_cosine" if family == "bert" else "kl"
+    texts = {"passages", "ood_passages"}  # ood: the Python reference (report.ood_source=pydoc)
+    if family == "bert":
+        assert set(report["fidelity"]) == texts | {"sentences", "ood_sentences"}
+    else:  # decoders: long windows in and out of domain, and a greedy sample
+        assert set(report["fidelity"]) == texts | {"windows", "ood_windows"}
+        assert report["fidelity"]["ood_windows"]["n"] == 2
+        assert set(report["sample"]) == {"prompt", "host", "grafted"}
+        assert "sample, greedy after" in printed
+    key = "mean_cosine" if family == "bert" else "top1_agree"
     assert all(key in v for v in report["fidelity"].values())
+    assert report["text"]["ood_source"] == "pydoc"
     assert report["stage1"]["steps"] == 3 and report["stage2"]["steps"] == 2
     assert {"stage1", "stage2", "report"} <= set(report["seconds"])
     if family == "llama":
