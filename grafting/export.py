@@ -190,8 +190,19 @@ def export(cfg: DictConfig, argv: Sequence[str] = ()) -> int:
     out = check_out(cfg, run)
     check_shape(cfg.onnx.shape, sys.maxsize)  # before any work
     model = load_grafted(run)
+    command = " ".join(["python -m grafting.export", *argv])
+    if type(model).__name__ == "DiT":
+        from grafting.dit.export import write_folder as write_dit_folder
+
+        with atomic_dir(out) as tmp:
+            try:
+                info = write_dit_folder(tmp, run, model, cfg, command)
+            except ValueError as e:
+                raise UsageError(f"{e} (export without it: onnx.enabled=false)") from None
+        print(f"exported {info['host']['base']} grafted with {info['plan']['name']} to {out}")
+        return 0
     with atomic_dir(out) as tmp:
-        info = write_folder(tmp, run, model, cfg, " ".join(["python -m grafting.export", *argv]))
+        info = write_folder(tmp, run, model, cfg, command)
     onnx = info["onnx"]
     summary = "no ONNX" if onnx is None else (
         f"ONNX at {list(onnx['shape'])}, dynamic: {'/'.join(onnx['dynamic_axes'].values()) or 'none'}, "

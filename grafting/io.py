@@ -41,6 +41,7 @@ def save(
     run_config: dict[str, Any] | None = None,
     report: dict[str, Any] | None = None,
     overwrite: bool = False,
+    extra_files: list[Path] = (),
 ) -> Path:
     """Write a grafted model to ``out``, atomically: files go to a temporary sibling directory
     that replaces ``out`` only once complete, so a failed save leaves nothing half-written and
@@ -50,7 +51,12 @@ def save(
         raise FileExistsError(f"out {str(out)!r} exists and is not empty (set overwrite=true)")
     with atomic_dir(out) as tmp:
         save_model(model, str(tmp / WEIGHTS))  # handles tied weights (lm_head = embeddings)
-        model.config.save_pretrained(tmp)
+        if hasattr(model.config, "save_pretrained"):
+            model.config.save_pretrained(tmp)
+        else:  # a DiT: its own config dataclass
+            (tmp / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
+        for f in extra_files:  # e.g. a DiT graft's sample grids
+            shutil.copy(f, tmp / f.name)
         (tmp / "plan.yaml").write_text(yaml.safe_dump(plan.to_dict(), sort_keys=False))
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
@@ -74,9 +80,30 @@ def load(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> nn.M
     weights = next((path / n for n in (WEIGHTS, EXPORTED_WEIGHTS) if (path / n).is_file()), None)
     if weights is None or not (path / "plan.yaml").is_file():
         raise FileNotFoundError(f"{str(path)!r} is not a grafted model (no {WEIGHTS} / plan.yaml)")
-    config = read_config(path)
-    family = get_family(config)
-    model = model_class(family).from_config(config, attn_implementation="sdpa", dtype=dtype)
-    graft(model, family, load_plan(path / "plan.yaml"), init=False)
+    model = new_dit(path) or host_from_config(path, dtype)
+    plan = load_plan(path / "plan.yaml")
+    if plan.restructure:
+        from grafting.dit.parallel import halve_depth
+
+        halve_depth(model, init=False)
+    graft(model, get_family(model.config), plan, init=False)
     missing, unexpected = load_model(model, str(weights), strict=True)
     return model.eval()
+
+
+def host_from_config(path: Path, dtype: torch.dtype) -> nn.Module:
+    """A freshly initialised ``transformers`` model of the host architecture in ``path``."""
+    config = read_config(path)
+    family = get_family(config)
+    return model_class(family).from_config(config, attn_implementation="sdpa", dtype=dtype)
+
+
+def new_dit(path: Path) -> nn.Module | None:
+    """A freshly initialised DiT of the architecture in ``path/config.json``, or None when that
+    is not a DiT config."""
+    from grafting.dit.graft import is_dit
+    from grafting.dit.model import DiT, DiTConfig
+
+    if not is_dit(path):
+        return None
+    return DiT(DiTConfig.from_dict(json.loads((path / "config.json").read_text())))

@@ -74,7 +74,8 @@ def default_out(cfg: dict[str, Any]) -> Path:
 
 
 def run(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Graft per ``cfg``; returns the report (also written to ``out/report.json``)."""
+    """Graft per ``cfg``; returns the report (also written to ``out/report.json``). (DiT hosts:
+    ``grafting.dit.graft.run_dit``.)"""
     times: dict[str, float] = {}
     seed = int(cfg.get("seed", 0))
     torch.manual_seed(seed)
@@ -87,6 +88,8 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
 
     start = time.perf_counter()
     plan = load_plan(cfg["plan"])
+    if plan.restructure:
+        raise ValueError(f"plan {plan.name!r}: restructure={plan.restructure} is for DiT hosts")
     host = load_host(cfg["base"])
     teacher = host.model.requires_grad_(False)
     student = copy.deepcopy(teacher)
@@ -109,7 +112,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
             files,
             steps=int(s1["steps"]),
             lr=float(s1["lr"]),
-            loss=str(s1["loss"]),
+            loss=s1["loss"],
             progress=progress,
             seed=seed,
         )

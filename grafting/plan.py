@@ -28,6 +28,7 @@ from search_spaces.config_paths import find_config
 
 INITS = ("pretrained", "random")
 NAMED_SELECTORS = ("all", "odd", "even")
+RESTRUCTURES = ("parallel_pairs",)  # DiT hosts: grafting.dit.parallel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +75,7 @@ class GraftPlan:
     name: str
     groups: tuple[GraftGroup, ...]
     source: str = "<dict>"
+    restructure: str | None = None  # DiT hosts: "parallel_pairs" (grafting.dit.parallel)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<dict>") -> GraftPlan:
@@ -81,11 +83,18 @@ class GraftPlan:
             raise ValueError(
                 f"a graft plan must be a mapping, got {type(data).__name__} ({source})"
             )
-        unknown = set(data) - {"name", "description", "grafts"}
+        unknown = set(data) - {"name", "description", "grafts", "restructure"}
         if unknown:
             raise ValueError(f"unknown plan field {sorted(unknown)[0]!r} in {source}")
-        grafts = data.get("grafts")
-        if not isinstance(grafts, list) or not grafts:
+        restructure = data.get("restructure")
+        if restructure is not None and restructure not in RESTRUCTURES:
+            raise ValueError(
+                f"plan `restructure` must be one of {RESTRUCTURES}, got {restructure!r} ({source})"
+            )
+        grafts = data.get("grafts", [] if restructure else None)
+        if restructure and grafts:
+            raise ValueError(f"a plan with `restructure` takes no `grafts` ({source})")
+        if not isinstance(grafts, list) or not (grafts or restructure):
             raise ValueError(f"plan `grafts` must be a non-empty list ({source})")
         groups = []
         for i, entry in enumerate(grafts):
@@ -101,13 +110,16 @@ class GraftPlan:
             if not slots:
                 raise ValueError(f"{where} names no slot; give `mixer` and/or `mlp` ({source})")
             groups.append(GraftGroup(entry["layers"], slots))
-        return cls(str(data.get("name", Path(source).stem)), tuple(groups), source)
+        name = str(data.get("name", Path(source).stem))
+        return cls(name, tuple(groups), source, restructure)
 
     def to_dict(self) -> dict[str, Any]:
         grafts = [
             {"layers": g.layers, **{s: spec.to_dict() for s, spec in g.slots.items()}}
             for g in self.groups
         ]
+        if self.restructure:
+            return {"name": self.name, "restructure": self.restructure}
         return {"name": self.name, "grafts": grafts}
 
     def resolve(self, num_layers: int) -> dict[tuple[int, str], SlotSpec]:

@@ -5,6 +5,8 @@ decoders, parameters and time per stage; ``table`` renders the report for the te
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -99,6 +101,21 @@ def generation_sample(
 
 
 @torch.no_grad()
+def time_side_by_side(
+    calls: dict[str, Callable[[], Any]], *, rounds: int = 3, min_run_time: float = 0.2
+) -> dict[str, float]:
+    """Best median seconds of each call, timed with ``torch.utils.benchmark`` in alternating
+    rounds (every call in the same window of a noisy machine): the ratios are what count."""
+    best = dict.fromkeys(calls, float("inf"))
+    for _ in range(rounds):
+        for name, call in calls.items():
+            timer = benchmark.Timer(
+                stmt="call()", globals={"call": call}, num_threads=torch.get_num_threads()
+            )
+            best[name] = min(best[name], timer.blocked_autorange(min_run_time=min_run_time).median)
+    return best
+
+
 def latency(
     teacher: nn.Module,
     student: nn.Module,
@@ -109,23 +126,16 @@ def latency(
     rounds: int = 3,
     min_run_time: float = 0.2,
 ) -> list[dict[str, float]]:
-    """Forward latency of host and grafted model at each length, timed alternately in the same
-    window (``torch.utils.benchmark``), best median over ``rounds``: the ratio is what counts."""
+    """Forward latency of host and grafted model at each length, timed side by side."""
     rows = []
     for n in lengths:
         ids = torch.randint(0, vocab_size, (batch_size, n))
         mask = torch.ones_like(ids)
-        best = {"host": float("inf"), "grafted": float("inf")}
-        for _ in range(rounds):
-            for name, model in (("host", teacher), ("grafted", student)):
-                timer = benchmark.Timer(
-                    stmt="model(input_ids=ids, attention_mask=mask)",
-                    globals={"model": model, "ids": ids, "mask": mask},
-                    num_threads=torch.get_num_threads(),
-                )
-                best[name] = min(
-                    best[name], timer.blocked_autorange(min_run_time=min_run_time).median
-                )
+        calls = {
+            name: partial(model, input_ids=ids, attention_mask=mask)
+            for name, model in (("host", teacher), ("grafted", student))
+        }
+        best = time_side_by_side(calls, rounds=rounds, min_run_time=min_run_time)
         rows.append(
             {
                 "seq_len": n,

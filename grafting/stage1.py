@@ -20,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from common.schedule import warmup_cosine, warmup_fraction
-from grafting.families.base import Family, first_input
+from grafting.families.base import SLOTS, Family, first_input
 
 LOSSES = ("l1", "l2", "huber")
 
@@ -39,8 +39,9 @@ def capture(
     *,
     progress: bool = False,
 ) -> list[Path]:
-    """Run ``teacher`` on ``batches``; write each batch's ``attention_mask`` and, per grafted
-    (layer, slot), the replaced module's input ``<layer>.<slot>.x`` and output ``.y``."""
+    """Run ``teacher(**batch)`` on ``batches``; write each batch's ``attention_mask`` (all ones
+    when the batch has none) and, per grafted (layer, slot), the replaced module's input
+    ``<layer>.<slot>.x`` and output ``.y``."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     layers = family.layers(teacher)
     store: dict[str, torch.Tensor] = {}
@@ -65,7 +66,11 @@ def capture(
             store.clear()
             # the trunk only: a decoder's LM head would add (B, L, vocab) logits nobody reads
             getattr(teacher, "base_model", teacher)(**batch)
-            store["attention_mask"] = batch["attention_mask"].contiguous()
+            if "attention_mask" in batch:
+                store["attention_mask"] = batch["attention_mask"].contiguous()
+            else:  # no padding (image tokens): every token is real
+                x = store[f"{key_name(keys[0])}.x"]
+                store["attention_mask"] = torch.ones(x.shape[:2], dtype=torch.long)
             path = cache_dir / f"batch_{i:05d}.safetensors"
             save_file(dict(store), str(path))
             files.append(path)
@@ -83,6 +88,18 @@ def regression_loss(kind: str, pred: torch.Tensor, target: torch.Tensor, mask: t
     return fn(pred[mask], target[mask])
 
 
+def slot_losses(loss: str | dict[str, str]) -> dict[str, str]:
+    """The loss of each slot: one name for both, or ``{mixer: l1, mlp: l2}`` (the DiT grafting
+    paper's ablation found L1 best for attention and L2 for MLPs)."""
+    per_slot = dict(loss) if isinstance(loss, dict) else dict.fromkeys(SLOTS, loss)
+    if set(per_slot) != set(SLOTS):
+        raise ValueError(f"stage1.loss must name every slot {SLOTS} once, but got {loss!r}")
+    for kind in per_slot.values():
+        if kind not in LOSSES:
+            raise ValueError(f"stage1.loss must be one of {LOSSES}, but got {kind!r}")
+    return per_slot
+
+
 def visit_order(n_files: int, steps: int, seed: int) -> list[int]:
     """``steps`` cache indices: whole passes over ``n_files``, each pass freshly shuffled."""
     rng, order = random.Random(seed), []
@@ -97,7 +114,7 @@ def train(
     *,
     steps: int,
     lr: float,
-    loss: str = "l2",
+    loss: str | dict[str, str] = "l2",
     weight_decay: float = 0.0,
     progress: bool = True,
     seed: int = 0,
@@ -105,10 +122,10 @@ def train(
     """Train every wrapper's ``core`` to map cached inputs to cached outputs, ``steps`` batches
     in total (passes over the cache, each in its own seeded random order: the cache is sorted by
     length, so a fixed order would end every pass on the longest batches); the layers' losses are
-    summed but independent (each sees only its own teacher input). Returns per-slot first/last
+    summed but independent (each sees only its own teacher input); ``loss`` is one kind or one
+    per slot (``slot_losses``). Returns per-slot first/last
     losses and the time taken."""
-    if loss not in LOSSES:
-        raise ValueError(f"stage1.loss must be one of {LOSSES}, but got {loss!r}")
+    losses = slot_losses(loss)
     start = time.perf_counter()
     params = [p for w in wrappers.values() for p in w.parameters() if p.requires_grad]
     history: dict[str, list[float]] = {key_name(k): [] for k in wrappers}
@@ -136,7 +153,7 @@ def train(
         for key, wrapper in wrappers.items():
             name = key_name(key)
             pred = wrapper.core(data[f"{name}.x"], pm, positions)
-            err = regression_loss(loss, pred, data[f"{name}.y"], mask)
+            err = regression_loss(losses[key[1]], pred, data[f"{name}.y"], mask)
             history[name].append(err.item())
             total = total + err
         opt.zero_grad(set_to_none=True)

@@ -58,15 +58,11 @@ def build_op(family: Family, config: Any, slot: str, spec: SlotSpec, where: str)
     kind = "mixer" if slot == "mixer" else "channel"
     try:
         kw = op_kwargs(family, config, slot, spec)
-        context = {"causal": family.causal, "max_len": _max_len(config)}
+        context = family.context(config)
         name = op_name(family, config, slot, spec)
         return create_op(name, family.dim(config), kind=kind, context=context, **kw)
     except (ValueError, TypeError) as e:
         raise ValueError(f"{where}: cannot build {slot} {spec.op!r}: {e}") from None
-
-
-def _max_len(config: Any) -> int:
-    return int(getattr(config, "max_position_embeddings", None) or config.n_positions)
 
 
 def copy_checked(module: nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:

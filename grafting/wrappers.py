@@ -161,6 +161,21 @@ class PostNormMlp(nn.Module):
         return self.norm(self.dropout(self.op(hidden_states)) + input_tensor)
 
 
+class TokenMixer(nn.Module):
+    """Replaces a module called as ``attn(x)`` on ``(B, L, D)`` tokens with no mask (a DiT
+    block's attention): ``op(x)``."""
+
+    def __init__(self, op: nn.Module) -> None:
+        super().__init__()
+        self.op = op
+
+    def core(self, x, padding_mask=None, positions=None) -> torch.Tensor:
+        return self.op(x, padding_mask=padding_mask)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
 class PlainMlp(nn.Module):
     """Replaces a decoder MLP (``GPT2MLP``, ``LlamaMLP``): ``op(x)``."""
 

@@ -15,6 +15,9 @@ COMMANDS = {  # module: (a key its config file documents, arguments that compose
     "nas.latency.__main__": ("threads", [], "threads"),
     "grafting.graft": ("stage1", [], "seed"),
     "grafting.export": ("run", ["run=somewhere"], "seed"),
+    "grafting.dit.train": ("ema_decay", [], "seed"),
+    "grafting.dit.sample": ("cfg_scale", [], "seed"),
+    "grafting.dit.metric": ("per_class", [], "seed"),
 }
 
 

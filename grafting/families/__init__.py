@@ -6,10 +6,11 @@ from typing import Any
 
 from grafting.families.base import SLOTS, Family
 from grafting.families.bert import BertFamily
+from grafting.families.dit import DiTFamily
 from grafting.families.gpt2 import GPT2Family
 from grafting.families.llama import LlamaFamily
 
-FAMILIES: tuple[Family, ...] = (BertFamily(), GPT2Family(), LlamaFamily())
+FAMILIES: tuple[Family, ...] = (BertFamily(), GPT2Family(), LlamaFamily(), DiTFamily())
 
 
 def get_family(config: Any) -> Family:

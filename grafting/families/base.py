@@ -65,6 +65,11 @@ class Family(abc.ABC):
     def dim(self, config: Any) -> int:
         return int(config.hidden_size)
 
+    def context(self, config: Any) -> dict[str, Any]:
+        """Model-wide values an operator may take (``create_op``'s ``context``)."""
+        max_len = getattr(config, "max_position_embeddings", None) or config.n_positions
+        return {"causal": self.causal, "max_len": int(max_len)}
+
     def num_layers(self, model: nn.Module) -> int:
         return len(self.layers(model))
 
