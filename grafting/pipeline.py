@@ -5,7 +5,6 @@ benchmarks call ``run``."""
 from __future__ import annotations
 
 import copy
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -101,22 +100,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     times["load"] = time.perf_counter() - start
 
     s1 = dict(cfg["stage1"])
-    with tempfile.TemporaryDirectory(prefix="graft-cache-") as tmp:
-        cache_dir = Path(s1.get("cache_dir") or tmp)
-        start = time.perf_counter()
-        files = stage1.capture(
-            teacher, host.family, list(wrappers), calib, cache_dir, progress=progress
-        )
-        result1 = stage1.train(
-            wrappers,
-            files,
-            steps=int(s1["steps"]),
-            lr=float(s1["lr"]),
-            loss=s1["loss"],
-            progress=progress,
-            seed=seed,
-        )
-        times["stage1"] = time.perf_counter() - start
+    result1, times["stage1"] = stage1.run(teacher, host.family, wrappers, calib, s1, progress, seed)
 
     start = time.perf_counter()
     result2 = stage2.train(

@@ -9,6 +9,7 @@ then trained on them independently, all of them in one pass over the cache (the 
 from __future__ import annotations
 
 import random
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -168,3 +169,30 @@ def train(
         for name, h in history.items()
     }
     return {"steps": steps, "seconds": time.perf_counter() - start, "loss": summary}
+
+
+def run(
+    teacher: nn.Module,
+    family: Family,
+    wrappers: dict[tuple[int, str], nn.Module],
+    batches: list[dict[str, torch.Tensor]],
+    cfg: dict[str, Any],
+    progress: bool,
+    seed: int,
+) -> tuple[dict[str, Any], float]:
+    """The whole of stage 1 per the ``stage1`` settings ``cfg``: capture into ``cfg.cache_dir``
+    (default: a temporary folder, removed afterwards), then train; returns (result, seconds)."""
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="graft-cache-") as tmp:
+        cache = Path(cfg.get("cache_dir") or tmp)
+        files = capture(teacher, family, list(wrappers), batches, cache, progress=progress)
+        result = train(
+            wrappers,
+            files,
+            steps=int(cfg["steps"]),
+            lr=float(cfg["lr"]),
+            loss=cfg["loss"],
+            progress=progress,
+            seed=seed,
+        )
+    return result, time.perf_counter() - start

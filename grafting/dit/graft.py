@@ -135,32 +135,6 @@ def finetune(
     }
 
 
-def graft_stage1(
-    teacher: torch.nn.Module,
-    family: Any,
-    wrappers: dict,
-    calib: list[dict[str, torch.Tensor]],
-    s1: dict[str, Any],
-    progress: bool,
-    seed: int,
-) -> tuple[dict[str, Any], float]:
-    """Stage 1 of the grafted operators on activations cached on disk; (result, seconds)."""
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="graft-cache-") as tmp:
-        cache = Path(s1.get("cache_dir") or tmp)
-        files = stage1.capture(teacher, family, list(wrappers), calib, cache, progress=progress)
-        result = stage1.train(
-            wrappers,
-            files,
-            steps=int(s1["steps"]),
-            lr=float(s1["lr"]),
-            loss=s1["loss"],
-            progress=progress,
-            seed=seed,
-        )
-    return result, time.perf_counter() - start
-
-
 def run_dit(cfg: dict[str, Any]) -> dict[str, Any]:
     """Graft a DiT per ``cfg`` (``conf/graft_dit.yaml``); returns
     the report (also in ``out/report.json``), with the sample grids written to ``out``."""
@@ -195,9 +169,7 @@ def run_dit(cfg: dict[str, Any]) -> dict[str, Any]:
         )
         times["stage1"] = time.perf_counter() - start
     else:
-        result1, times["stage1"] = graft_stage1(
-            teacher, family, wrappers, calib, s1, progress, seed
-        )
+        result1, times["stage1"] = stage1.run(teacher, family, wrappers, calib, s1, progress, seed)
 
     start = time.perf_counter()
     trained = pairs or list(wrappers.values())
