@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from nas.latency.measure import peak_memory_bytes  # noqa: F401  (shared with nas.latency)
+from common.timing import peak_memory_bytes  # noqa: F401  (the one timing core)
 
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 

@@ -88,25 +88,35 @@ def sentences(paras: list[str], min_words: int = 5, max_words: int = 40) -> list
 
 @dataclasses.dataclass
 class TextSplit:
-    """Disjoint calibration and evaluation paragraphs, and where they came from."""
+    """Disjoint calibration, validation (empty unless asked for) and evaluation paragraphs, and
+    where they came from."""
 
     calibration: list[str]
     evaluation: list[str]
     sources: list[str]
+    validation: list[str] = dataclasses.field(default_factory=list)
 
 
-def split_text(source: str, eval_fraction: float = 0.2) -> TextSplit:
+def split_text(
+    source: str, eval_fraction: float = 0.2, validation_fraction: float = 0.0
+) -> TextSplit:
+    """Each file's paragraphs in order: calibration, then the last ``validation_fraction`` of
+    what precedes evaluation (a plan search selects on it), then the last ``eval_fraction``."""
     if not 0 < eval_fraction < 1:
         raise ValueError(f"text.eval_fraction must be in (0, 1), got {eval_fraction}")
-    calib, evals, names = [], [], []
+    if not 0 <= validation_fraction < 1:
+        raise ValueError(f"text.validation_fraction must be in [0, 1), got {validation_fraction}")
+    calib, evals, names, valid = [], [], [], []
     for name, paras in source_texts(source):
         cut = int(round(len(paras) * (1 - eval_fraction)))
-        calib += paras[:cut]
+        val_cut = int(round(cut * (1 - validation_fraction)))
+        calib += paras[:val_cut]
+        valid += paras[val_cut:cut]
         evals += paras[cut:]
         names.append(name)
-    if not calib or not evals:
+    if not calib or not evals or (validation_fraction and not valid):
         raise ValueError(f"text.source {source!r} has too little text to split")
-    return TextSplit(calib, evals, names)
+    return TextSplit(calib, evals, names, valid)
 
 
 def passages(

@@ -37,9 +37,12 @@ from grafting.surgery import graft
 
 def text_sets(host: Host, cfg: dict[str, Any], seed: int) -> dict[str, Any]:
     """Calibration texts and held-out evaluation sentences and passages (disjoint sources), and,
-    with ``report.ood_source``, sentences and passages of another domain (none of it calibrates)."""
+    with ``report.ood_source``, sentences and passages of another domain (none of it calibrates);
+    with ``text.validation_fraction`` (a plan search), validation paragraphs that are neither."""
     t, r = cfg["text"], cfg["report"]
-    split = split_text(str(t["source"]), float(t["eval_fraction"]))
+    split = split_text(
+        str(t["source"]), float(t["eval_fraction"]), float(t.get("validation_fraction", 0.0))
+    )
     lo, hi = (int(v) for v in t["passage_tokens"])
     hi = min(hi, host.max_len)
     lo = min(lo, hi)
@@ -51,6 +54,7 @@ def text_sets(host: Host, cfg: dict[str, Any], seed: int) -> dict[str, Any]:
         "passages": sample(passages(tok, split.evaluation, lo, hi), int(r["passages"]), seed + 1),
         "sources": split.sources,
         "evaluation": split.evaluation,
+        "validation": split.validation,
     }
     if r.get("ood_source"):
         ood = [p for _, paras in source_texts(str(r["ood_source"])) for p in paras]

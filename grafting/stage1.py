@@ -26,8 +26,15 @@ from grafting.families.base import SLOTS, Family, first_input
 LOSSES = ("l1", "l2", "huber")
 
 
-def key_name(key: tuple[int, str]) -> str:
+def key_name(key: tuple) -> str:
+    """The cached activations of a (layer, slot, ...) key: ``"<layer>.<slot>"``."""
     return f"{key[0]}.{key[1]}"
+
+
+def key_label(key: tuple) -> str:
+    """A wrapper's name in the loss history: ``"3.mixer"``, or ``"3.mixer.linear"`` for a
+    graft-library piece (several candidates regress the same cached activations)."""
+    return ".".join(str(k) for k in key)
 
 
 @torch.no_grad()
@@ -73,12 +80,23 @@ def capture(
                 x = store[f"{key_name(keys[0])}.x"]
                 store["attention_mask"] = torch.ones(x.shape[:2], dtype=torch.long)
             path = cache_dir / f"batch_{i:05d}.safetensors"
-            save_file(dict(store), str(path))
+            save_file(unshared(store), str(path))
             files.append(path)
     finally:
         for h in handles:
             h.remove()
     return files
+
+
+def unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``tensors`` with every tensor that shares memory with an earlier one copied (one layer's
+    mixer output is its MLP's input; safetensors stores no shared memory)."""
+    seen, out = set(), {}
+    for name, t in tensors.items():
+        ptr = t.untyped_storage().data_ptr()
+        out[name] = t.clone() if ptr in seen else t
+        seen.add(ptr)
+    return out
 
 
 def regression_loss(kind: str, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor):
@@ -110,7 +128,7 @@ def visit_order(n_files: int, steps: int, seed: int) -> list[int]:
 
 
 def train(
-    wrappers: dict[tuple[int, str], nn.Module],
+    wrappers: dict[tuple, nn.Module],
     files: list[Path],
     *,
     steps: int,
@@ -123,13 +141,17 @@ def train(
     """Train every wrapper's ``core`` to map cached inputs to cached outputs, ``steps`` batches
     in total (passes over the cache, each in its own seeded random order: the cache is sorted by
     length, so a fixed order would end every pass on the longest batches); the layers' losses are
-    summed but independent (each sees only its own teacher input); ``loss`` is one kind or one
+    summed but independent (each sees only its own teacher input, AdamW is per parameter and each
+    operator's gradient is clipped on its own), so an operator trained beside others gets the
+    weights it would get alone (what a graft library relies on); ``loss`` is one kind or one
     per slot (``slot_losses``). Returns per-slot first/last
     losses and the time taken."""
     losses = slot_losses(loss)
     start = time.perf_counter()
-    params = [p for w in wrappers.values() for p in w.parameters() if p.requires_grad]
-    history: dict[str, list[float]] = {key_name(k): [] for k in wrappers}
+    groups = [[p for p in w.parameters() if p.requires_grad] for w in wrappers.values()]
+    groups = [g for g in groups if g]
+    params = [p for g in groups for p in g]
+    history: dict[str, list[float]] = {key_label(k): [] for k in wrappers}
     if steps <= 0 or not params:
         return {"steps": 0, "seconds": 0.0, "loss": {}}
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -155,11 +177,12 @@ def train(
             name = key_name(key)
             pred = wrapper.core(data[f"{name}.x"], pm, positions)
             err = regression_loss(losses[key[1]], pred, data[f"{name}.y"], mask)
-            history[name].append(err.item())
+            history[key_label(key)].append(err.item())
             total = total + err
         opt.zero_grad(set_to_none=True)
         total.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        for group in groups:  # clipped one operator at a time, so none slows another
+            torch.nn.utils.clip_grad_norm_(group, 1.0)
         opt.step()
         sched.step()
         bar.set_postfix(loss=f"{total.item() / len(wrappers):.3g}")
@@ -174,18 +197,21 @@ def train(
 def run(
     teacher: nn.Module,
     family: Family,
-    wrappers: dict[tuple[int, str], nn.Module],
+    wrappers: dict[tuple, nn.Module],
     batches: list[dict[str, torch.Tensor]],
     cfg: dict[str, Any],
     progress: bool,
     seed: int,
 ) -> tuple[dict[str, Any], float]:
     """The whole of stage 1 per the ``stage1`` settings ``cfg``: capture into ``cfg.cache_dir``
-    (default: a temporary folder, removed afterwards), then train; returns (result, seconds)."""
+    (default: a temporary folder, removed afterwards), then train; returns (result, seconds).
+    Keys are (layer, slot) or, for a graft library, (layer, slot, candidate): each (layer, slot)
+    is captured once, whatever the number of candidates trained on it."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="graft-cache-") as tmp:
         cache = Path(cfg.get("cache_dir") or tmp)
-        files = capture(teacher, family, list(wrappers), batches, cache, progress=progress)
+        keys = list(dict.fromkeys((k[0], k[1]) for k in wrappers))
+        files = capture(teacher, family, keys, batches, cache, progress=progress)
         result = train(
             wrappers,
             files,

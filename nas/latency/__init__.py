@@ -12,6 +12,8 @@ Public API::
     build_table / load_or_build_table / LatencyTable    per-operator lookup table (prediction)
 """
 
+from common.device import CLOCKS, DeviceFingerprint, check_device, device_fingerprint
+from common.timing import peak_memory_bytes
 from nas.latency.cache import (
     MODES,
     LatencyCache,
@@ -20,7 +22,6 @@ from nas.latency.cache import (
     cached_latency,
     predicted_record,
 )
-from nas.latency.device import CLOCKS, DeviceFingerprint, check_device, device_fingerprint
 from nas.latency.measure import (
     Measurement,
     RelativeMeasurement,
@@ -29,7 +30,6 @@ from nas.latency.measure import (
     latency_arch,
     measure,
     measure_relative,
-    peak_memory_bytes,
 )
 from nas.latency.predictor import LatencyTable, build_table, load_or_build_table, table_path
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from nas.latency.device import check_device, device_fingerprint
+from common.device import check_device, device_fingerprint
 from nas.latency.measure import (
     Measurement,
     check_shape,

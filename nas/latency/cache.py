@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from nas.latency.device import device_fingerprint
+from common.device import device_fingerprint
 from nas.latency.measure import (
     BLOCK_TIME,
     Shape,

@@ -1,7 +1,8 @@
 """Timing a model on a device: ``measure`` (one model) and ``measure_relative`` (a candidate and
 a reference interleaved in the same window), plus the device fingerprint and example inputs.
 
-The device, its fingerprint and the clocks are in ``nas.latency.device``.
+The device, its fingerprint and the clocks are in ``common.device``; the timing core (``Runner``,
+alternating rounds) is ``common.timing``, shared with grafting.
 
 The latency shape is a deployment setting, not the training length: an ``Arch`` whose
 ``head.max_len`` is shorter than the latency length is timed as a copy with ``max_len`` raised
@@ -13,32 +14,23 @@ that length. The arch's own signature stays the cache key.
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import math
-import os
 import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
-from torch.profiler import ProfilerActivity, profile
-from torch.utils import benchmark
-from torch.utils.benchmark.utils.common import set_torch_threads
 
-from nas.latency.device import (
+from common.device import (
     DeviceFingerprint,
-    check_clock,
-    check_device,
     device_fingerprint,
 )
+from common.timing import BLOCK_TIME, Runner, alternating_rounds, median_round
 from search_spaces import Arch, build_model
 
 Shape = tuple[int, ...]
 DEFAULT_TOKENS = 2048  # deployment-like default length, as ``Task.latency_shape``
-BLOCK_TIME = 0.01  # seconds: a timed block repeats fast models so timer overhead stays small
 
 
 # -- shapes and inputs --------------------------------------------------------------------------
@@ -91,121 +83,13 @@ def example_input(arch: Arch, shape: Sequence[int], *, seed: int = 0) -> torch.T
     return torch.randint(0, arch.head.vocab_size, shape, generator=gen)
 
 
-# -- timing ---------------------------------------------------------------------------------------
-def peak_memory_bytes(fn: Callable[[], Any]) -> int:
-    """Peak extra CPU memory while ``fn()`` runs, from the profiler's allocation events
-    (running sum of every event's own allocations and frees, in time order)."""
-    # Kineto logs each profiler start/stop to stderr; keep it quiet unless a level is set
-    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted(prof.events(), key=lambda e: e.time_range.start)
-    running = itertools.accumulate(e.self_cpu_memory_usage for e in events)
-    return max(running, default=0)
-
-
-class Runner:
-    """One model ready to time: on its device, in eval and inference mode, with its input.
-
-    ``sample`` uses ``torch.utils.benchmark.Timer.blocked_autorange`` on ``threads`` threads on
-    CPU. ``block`` times one block of ``number`` calls (chosen by ``calibrate`` so that a block
-    lasts at least ``block_time``) for interleaved rounds; on GPU with CUDA events around the
-    block after a synchronisation."""
-
-    def __init__(
-        self, model: nn.Module, inputs: torch.Tensor, device: str, threads: int, clock: str = "wall"
-    ) -> None:
-        self.device = check_device(device)
-        self.model, self.inputs = model.to(self.device), inputs.to(self.device)
-        self.threads, self.number, self.clock = threads, 1, clock
-        self._clock = check_clock(clock, self.device, threads)
-
-    @classmethod
-    def for_arch(
-        cls, arch: Arch, shape: Sequence[int], device: str, threads: int, clock: str = "wall"
-    ) -> Runner:
-        torch.manual_seed(0)
-        model = build_model(latency_arch(arch, shape)).eval()
-        return cls(model, example_input(arch, shape), device, threads, clock)
-
-    def __call__(self) -> None:
-        with torch.inference_mode():
-            self.model(self.inputs)
-
-    def calibrate(self, warmup: int, block_time: float) -> None:
-        """Run ``warmup`` calls (at least one), then choose the calls per block."""
-        with set_torch_threads(self.threads):
-            for _ in range(max(warmup, 1)):
-                self._sync()
-                start = time.perf_counter()
-                self()
-                self._sync()
-                seconds = time.perf_counter() - start
-        self.number = min(max(1, math.ceil(block_time / max(seconds, 1e-9))), 100_000)
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def block(self) -> float:
-        """Seconds per call, from one timed block of ``self.number`` calls."""
-        # not Timer.timeit: it adds two untimed calls to every measurement, which would pull the
-        # two halves of an interleaved round apart in time
-        if self.device.type != "cuda":
-            with set_torch_threads(self.threads):
-                start = self._clock()
-                for _ in range(self.number):
-                    self()
-                return (self._clock() - start) / self.number
-        with torch.cuda.device(self.device), set_torch_threads(self.threads):
-            start = torch.cuda.Event(enable_timing=True)
-            end = torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize()  # nothing queued earlier is counted in this block
-            start.record()
-            for _ in range(self.number):
-                self()
-            end.record()
-            end.synchronize()
-            return start.elapsed_time(end) / 1e3 / self.number  # ms -> s per call
-
-    def sample(self, min_run_time: float, min_runs: int = 1) -> list[float]:
-        """Seconds per call of consecutive blocks, for ``min_run_time`` s and ``min_runs``."""
-        if self.device.type == "cpu":
-            timer = benchmark.Timer(
-                stmt="fn()", globals={"fn": self}, timer=self._clock, num_threads=self.threads
-            )
-            times = list(timer.blocked_autorange(min_run_time=min_run_time).times)
-            while len(times) < min_runs:  # a slow model fills min_run_time with few blocks
-                times.append(self.block())
-            return times
-        times, begin = [], time.perf_counter()
-        while len(times) < min_runs or time.perf_counter() - begin < min_run_time:
-            times.append(self.block())
-        return times
-
-    def peak_memory(self) -> int:
-        """Peak bytes allocated during one forward beyond what was already allocated (so the
-        activations and workspace, not the weights or the input)."""
-        with set_torch_threads(self.threads):
-            if self.device.type != "cuda":
-                return peak_memory_bytes(self)
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            before = torch.cuda.memory_allocated(self.device)
-            self()
-            torch.cuda.synchronize(self.device)
-            return torch.cuda.max_memory_allocated(self.device) - before
-
-    def flops(self) -> int | None:
-        """Analytic FLOPs of one forward on the whole input (batch included), if known."""
-        arch = getattr(self.model, "arch", None)
-        if not hasattr(self.model, "flops"):
-            return None
-        seq_len = arch.max_len if arch is not None and arch.grid else self.inputs.shape[1]
-        return self.inputs.shape[0] * int(self.model.flops(seq_len))
-
-    def params(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
+def arch_runner(
+    arch: Arch, shape: Sequence[int], device: str, threads: int, clock: str = "wall"
+) -> Runner:
+    """A ``Runner`` for the model built from ``arch`` (``latency_arch``) on an example input."""
+    torch.manual_seed(0)
+    model = build_model(latency_arch(arch, shape)).eval()
+    return Runner(model, example_input(arch, shape), device, threads, clock)
 
 
 @dataclass(frozen=True)
@@ -265,7 +149,7 @@ def measure(
     threads = threads or torch.get_num_threads()
     fp = device_fingerprint(device, threads, clock)
     if isinstance(model, Arch):
-        runner = Runner.for_arch(model, input_spec, device, threads, clock)
+        runner = arch_runner(model, input_spec, device, threads, clock)
         was_training = False
     else:
         if not isinstance(input_spec, torch.Tensor):
@@ -321,17 +205,11 @@ def measure_relative(
         raise ValueError(f"`repeats >= 1` must hold, but got {repeats=}")
     threads = threads or torch.get_num_threads()
     fp = device_fingerprint(device, threads, clock)
-    runners = [Runner.for_arch(a, shape, device, threads, clock) for a in (arch, reference)]
+    runners = [arch_runner(a, shape, device, threads, clock) for a in (arch, reference)]
     for runner in runners:
         runner.calibrate(warmup, block_time)
-    rounds: list[tuple[float, float, float]] = []  # (ratio, candidate s, reference s)
-    begin = time.perf_counter()
-    while len(rounds) < repeats or time.perf_counter() - begin < min_run_time:
-        times = [0.0, 0.0]
-        for i in (0, 1) if len(rounds) % 2 == 0 else (1, 0):
-            times[i] = runners[i].block()
-        rounds.append((times[0] / times[1], *times))
-    ratio, cand_s, ref_s = sorted(rounds)[(len(rounds) - 1) // 2]  # the (low) median round
+    rounds = alternating_rounds(*runners, repeats=repeats, min_run_time=min_run_time)
+    ratio, cand_s, ref_s = median_round(rounds)
     return RelativeMeasurement(
         candidate=_summary(runners[0], [r[1] for r in rounds], cand_s, fp),
         reference=_summary(runners[1], [r[2] for r in rounds], ref_s, fp),

@@ -31,9 +31,9 @@ import torch
 from torch import nn
 
 from common.atomic import atomic_write_text
-from nas.latency.device import DeviceFingerprint, device_fingerprint
+from common.device import DeviceFingerprint, device_fingerprint
+from common.timing import Runner
 from nas.latency.measure import (
-    Runner,
     Shape,
     check_shape,
     example_input,

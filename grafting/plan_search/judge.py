@@ -1,0 +1,97 @@
+"""The two objectives of a plan search: fidelity of an assembled plan to the host on validation
+text (text the report never evaluates on), and forward latency relative to the host, timed in
+alternating rounds (``common.timing``, the core ``nas.latency`` uses) at a stated length.
+
+Fidelity is the grafting report's measure: for encoders the mean cosine between host and plan
+sentence embeddings, averaged over short sentences and long passages (maximised); for decoders
+the mean per-token KL(host || plan) on long windows (minimised).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common.timing import Runner, alternating_rounds, median_round
+from grafting.checkpoints import Host, embed
+
+
+class Judge:
+    """Scores plans against one host on fixed validation batches (teacher outputs computed
+    once for encoders)."""
+
+    def __init__(self, host: Host, validation: dict[str, list[dict[str, torch.Tensor]]]) -> None:
+        self.host, self.validation = host, validation
+        if host.is_encoder:
+            self.name, self.direction = "cosine", "maximize"
+            with torch.no_grad():
+                self._teacher = {
+                    k: [embed(host, host.model, b) for b in bs] for k, bs in validation.items()
+                }
+        else:  # the host's log-probabilities, once (a few hundred MB for a 49k vocabulary)
+            self.name, self.direction = "kl", "minimize"
+            with torch.no_grad():
+                self._teacher = {
+                    k: [F.log_softmax(host.model(**b).logits.float(), -1) for b in bs]
+                    for k, bs in validation.items()
+                }
+
+    @torch.no_grad()
+    def fidelity(self, student: nn.Module) -> dict[str, float]:
+        """``{self.name: value, <set>: value per validation set, ...}``."""
+        parts: dict[str, float] = {}
+        for name, batches in self.validation.items():
+            if self.host.is_encoder:
+                s = torch.cat([embed(self.host, student, b) for b in batches])
+                t = torch.cat(self._teacher[name])
+                parts[name] = float(F.cosine_similarity(t, s, dim=-1).mean())
+            else:
+                parts[name], parts[f"{name}_ppl_ratio"] = self._decoder(name, student, batches)
+        main = [v for k, v in parts.items() if k in self.validation]
+        return {self.name: sum(main) / len(main), **parts}
+
+    def _decoder(self, name: str, student: nn.Module, batches: list) -> tuple[float, float]:
+        """Mean per-token KL(host || plan) and the perplexity ratio plan / host on the text (as
+        ``grafting.report.decoder_fidelity``, against the cached host log-probabilities)."""
+        kl = d_nll = 0.0
+        n_kl = n_next = 0
+        for b, lt in zip(batches, self._teacher[name], strict=True):
+            mask = b["attention_mask"].bool()
+            ls = F.log_softmax(student(**b).logits.float(), -1)
+            kl += float(F.kl_div(ls[mask], lt[mask], log_target=True, reduction="sum"))
+            n_kl += int(mask.sum())
+            target, real = b["input_ids"][:, 1:], mask[:, 1:] & mask[:, :-1]
+            pick = target[real].unsqueeze(-1)
+            d_nll += float(
+                (lt[:, :-1][real].gather(-1, pick) - ls[:, :-1][real].gather(-1, pick)).sum()
+            )
+            n_next += int(real.sum())
+        return kl / max(n_kl, 1), math.exp(d_nll / max(n_next, 1))
+
+
+def relative_latency(
+    host: nn.Module,
+    student: nn.Module,
+    seq_len: int,
+    vocab_size: int,
+    *,
+    threads: int,
+    repeats: int,
+    min_run_time: float,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Forward time of ``student`` / ``host`` on one ``seq_len``-token input, the median of
+    alternating rounds (both models in the same window of a noisy machine)."""
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab_size, (1, seq_len), generator=gen)
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    runners = [Runner(m.eval(), inputs, device, threads) for m in (student, host)]
+    for r in runners:
+        r.calibrate(warmup=2, block_time=0.05)
+    rounds = alternating_rounds(*runners, repeats=repeats, min_run_time=min_run_time)
+    ratio, cand_s, ref_s = median_round(rounds)
+    return {"ratio": ratio, "ms": cand_s * 1e3, "host_ms": ref_s * 1e3, "rounds": len(rounds)}

@@ -1,0 +1,55 @@
+"""The search's fidelity equals the grafting report's measure on the same text, and the relative
+latency is one alternating-rounds measurement (ratio = the median round's plan / host)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from grafting.checkpoints import load_host
+from grafting.data import batches
+from grafting.plan import load_plan
+from grafting.plan_search.judge import Judge, relative_latency
+from grafting.report import decoder_fidelity, encoder_fidelity
+from grafting.surgery import graft
+
+TEXTS = [
+    "The river ran quietly past the old mill, where the miller's daughter sat reading.",
+    "Children ran between the stalls while their parents argued about prices.",
+    "When the storm came, it came quickly.",
+    "A letter arrived on Tuesday, written in a careful, old-fashioned hand, asking her to come.",
+]
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_fidelity_is_the_reports_measure(tiny_models, family):
+    host = load_host(tiny_models[family])
+    if host.tokenizer.pad_token is None:
+        host.tokenizer.pad_token = host.tokenizer.eos_token
+    data = batches(host.tokenizer, TEXTS, 2, 64)  # padded: masks matter
+    student = copy.deepcopy(host.model)
+    graft(student, host.family, load_plan("linear_50"))
+    judge = Judge(host, {"texts": data})
+    got = judge.fidelity(student)
+    if family == "bert":
+        want = encoder_fidelity(host, host.model, student, data)["mean_cosine"]
+        assert judge.direction == "maximize" and got["cosine"] == pytest.approx(want, abs=1e-6)
+    else:
+        want = decoder_fidelity(host.model, student, data)
+        assert judge.direction == "minimize" and got["kl"] == pytest.approx(want["kl"], rel=1e-5)
+        assert got["texts_ppl_ratio"] == pytest.approx(want["ppl_ratio"], rel=1e-5)
+        assert got["kl"] > 0
+    assert judge.fidelity(copy.deepcopy(host.model))[judge.name] == pytest.approx(
+        1.0 if family == "bert" else 0.0, abs=1e-5
+    )
+
+
+def test_relative_latency_is_the_median_rounds_ratio(tiny_models):
+    host = load_host(tiny_models["bert"])
+    lat = relative_latency(host.model, host.model, 32, 1000, threads=1, repeats=3, min_run_time=0.0)
+    assert lat["rounds"] >= 3
+    assert lat["ratio"] == pytest.approx(lat["ms"] / lat["host_ms"])
+    with torch.no_grad():
+        assert lat["ratio"] > 0
