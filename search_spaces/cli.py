@@ -76,7 +76,14 @@ def space_from_config(cfg: DictConfig) -> SearchSpace:
     return SearchSpace(data, source=f"conf/space/{data.get('name', '?')}.yaml")
 
 
-GROUPS = ("space", "task", "preset", "arch", "graft")  # config groups a command may name
+GROUPS = (
+    "space",
+    "task",
+    "preset",
+    "arch",
+    "graft",
+    "graft_spaces",
+)  # config groups a command may name
 
 
 def usage(config_name: str) -> str:

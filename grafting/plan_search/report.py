@@ -112,7 +112,8 @@ def plot(
             )
     ax.set_xlabel("latency / host (measured side by side)")
     ax.set_ylabel(f"validation {fidelity_name} to the host")
-    ax.set_title(f"{study.study_name}: {len(done)} plans")
+    plans = len({t.user_attrs.get("plan") for t in done})
+    ax.set_title(f"{study.study_name}: {plans} plans scored ({len(done)} trials)")
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -90,9 +91,19 @@ class Context:
         return {k: batches(tok, v, bs, max_len) for k, v in sets.items() if v}
 
 
+def fixed_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What a resumed search must share with the run that made the folder: the host, space,
+    texts, stage 1 and how plans are scored (``search.trials`` may grow)."""
+    search = {k: v for k, v in (cfg.get("search") or {}).items() if k != "trials"}
+    return {k: cfg.get(k) for k in FIXED} | {"search": search}
+
+
+OUTPUTS = ("study.db", "library", "finalized", "plans", ".logs", "front.csv", "pareto.png", "report.json")  # fmt: skip
+
+
 def check_out(cfg: dict[str, Any]) -> None:
     """A new or empty ``out``, or one made by the same search (then it resumes); with
-    ``overwrite=true`` the old folder's study and library are replaced."""
+    ``overwrite=true`` what an earlier search wrote there is removed first."""
     out = Path(cfg["out"])
     saved = out / "config.yaml"
     if not out.exists() or not any(out.iterdir()):
@@ -101,19 +112,17 @@ def check_out(cfg: dict[str, Any]) -> None:
         if cfg.get("overwrite"):
             return
         raise FileExistsError(f"out {str(out)!r} exists and is not a plan-search folder")
-    old = yaml.safe_load(saved.read_text()) or {}
-    diff = [k for k in FIXED if old.get(k) != cfg.get(k)]
+    old, new = fixed_settings(yaml.safe_load(saved.read_text()) or {}), fixed_settings(cfg)
+    diff = [k for k in new if old.get(k) != new[k]]
     if diff and not cfg.get("overwrite"):
         raise FileExistsError(
             f"out {str(out)!r} holds a search with other {diff[0]} settings; choose another out= "
             "or set overwrite=true to start again"
         )
-    if diff:  # overwrite: start again, but only remove what this command writes
-        for name in ("study.db", "library"):
+    if diff:  # overwrite: start again, removing only what this command writes
+        for name in OUTPUTS:
             path = out / name
             if path.is_dir():
-                import shutil
-
                 shutil.rmtree(path)
             elif path.exists():
                 path.unlink()
@@ -259,11 +268,14 @@ def finalize(ctx: Context, library: lib.Library, trial: optuna.trial.FrozenTrial
     folder (``grafting.load`` reads it) under ``finalized/``; an existing folder is reused."""
     name = trial.user_attrs.get("baseline") or f"trial_{trial.number:04d}"
     out = ctx.out / "finalized" / name
-    if (out / "report.json").is_file():
-        return json.loads((out / "report.json").read_text())
+    if (out / "report.json").is_file() and (out / "config.yaml").is_file():
+        old = yaml.safe_load((out / "config.yaml").read_text()) or {}
+        if all(old.get(k) == ctx.cfg.get(k) for k in ("stage2", "report")):  # else: redo it
+            return json.loads((out / "report.json").read_text())
     start = time.perf_counter()
     choices = choices_from(ctx, trial.params)
     student, wrappers, plan = lib.assemble(ctx.host, ctx.space, library, choices, name)
+    shutil.rmtree(ctx.out / ".logs" / name, ignore_errors=True)  # an earlier finalization's
     result = stage2.train(
         ctx.host, student, ctx.host.model, list(wrappers.values()), ctx.calibration,
         dict(ctx.cfg["stage2"]), ctx.out / ".logs" / name, progress=ctx.progress,

@@ -11,7 +11,9 @@ of a few candidate operators. Written as YAML (``conf/graft_spaces/<name>.yaml``
         narrow: {name: host, host_fraction: 0.5}
     constraints:                 # optional, per slot: how many layers are replaced (counts)
       mixer: {min_replaced: 3, max_replaced: 3}     # e.g. "exactly 50%" of 6 layers
-    baselines: [linear_50, swa_50]                  # hand-written plans, enqueued as trials
+    baselines:                   # hand-written plans, enqueued as trials: a plan name or a plan
+      - linear_50
+      - {name: swa_first_3, grafts: [{layers: 0-2, mixer: {name: sliding_window, window: 64, block_size: 32}}]}
 
 A choice is ``{(layer, slot): candidate}``; ``plan(choices)`` turns it into a ``GraftPlan``
 that ``python -m grafting.graft plan=FILE`` takes, ``choices_of(plan)`` does the reverse.
@@ -43,7 +45,7 @@ class GraftSpace:
     layers: Any  # a plan layer selector
     candidates: Mapping[str, Mapping[str, SlotSpec]]  # slot -> candidate name -> spec
     constraints: Mapping[str, Mapping[str, int]]
-    baselines: tuple[str, ...] = ()
+    baselines: tuple[str | Mapping[str, Any], ...] = ()  # plan names or plans
     source: str = "<dict>"
 
     @classmethod
@@ -77,8 +79,12 @@ class GraftSpace:
                     f"constraints.{slot} takes non-negative counts {BOUNDS}, got {dict(bounds)}"
                 )
         baselines = data.get("baselines") or []
-        if not isinstance(baselines, list) or not all(isinstance(b, str) for b in baselines):
-            raise ValueError(f"graft space `baselines` must be a list of plan names ({source})")
+        if not isinstance(baselines, list) or not all(
+            isinstance(b, str) or (isinstance(b, Mapping) and "name" in b) for b in baselines
+        ):
+            raise ValueError(
+                f"graft space `baselines` must be a list of plan names or named plans ({source})"
+            )
         name = str(data.get("name", Path(source).stem))
         return cls(
             name, data.get("layers", "all"), candidates, constraints, tuple(baselines), source
@@ -188,4 +194,5 @@ def load_space(name_or_path: str | Path | Mapping) -> GraftSpace:
 
 def baseline_choices(space: GraftSpace, num_layers: int) -> dict[str, Choices]:
     """{plan name: choices} of the space's baselines."""
-    return {b: space.choices_of(load_plan(b), num_layers) for b in space.baselines}
+    plans = [load_plan(dict(b) if isinstance(b, Mapping) else b) for b in space.baselines]
+    return {plan.name: space.choices_of(plan, num_layers) for plan in plans}

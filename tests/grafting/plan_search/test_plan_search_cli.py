@@ -77,6 +77,15 @@ def test_search_writes_front_plans_and_finalized_models_then_resumes(
     assert main(argv(tiny_models, text_file, out, trials=9)) == 0
     assert json.loads((out / "report.json").read_text())["plans"] == 9
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    # other stage-2 settings: the finalized models are made again, the library is kept
+    assert main(argv(tiny_models, text_file, out, trials=9) + ["stage2.steps=3"]) == 0
+    linear = json.loads((out / "finalized" / "linear_50" / "report.json").read_text())
+    assert linear["stage2"]["steps"] == 3
+    library = out / "library" / "pieces.safetensors"
+    assert library.stat().st_mtime_ns == stamps[library]
+    # another way of scoring plans cannot join this study
+    assert main(argv(tiny_models, text_file, out, trials=9) + ["search.seq_len=64"]) == 2
+    assert "other search settings" in capsys.readouterr().err
 
 
 def test_decoder_host_is_searched_on_kl(tiny_models, text_file, tmp_path, capsys):

@@ -72,12 +72,24 @@ def test_constraints_count_replaced_layers_and_the_host_is_never_a_plan():
         ({"constraints": {"mixer": {"max": 3}}}, "non-negative counts"),
         ({"constraints": {"mlp": {"max_replaced": -1}}}, "non-negative counts"),
         ({"baselines": "linear_50"}, "list of plan names"),
+        ({"baselines": [{"grafts": []}]}, "list of plan names or named plans"),
         ({"extra": 1}, "unknown graft-space field 'extra'"),
     ],
 )
 def test_bad_spaces_name_the_problem(change, message):
     with pytest.raises(ValueError, match=message):
         GraftSpace.from_dict({**SPACE, **change})
+
+
+def test_baselines_may_be_written_inline():
+    inline = {
+        "name": "swa_first",
+        "grafts": [{"layers": "0-1", "mixer": SPACE["slots"]["mixer"]["swa"]}],
+    }
+    space = GraftSpace.from_dict({**SPACE, "baselines": ["linear_50", inline]})
+    chosen = baseline_choices(space, 4)
+    assert list(chosen) == ["linear_50", "swa_first"]
+    assert describe(chosen["swa_first"]) == "0:swa 1:swa"
 
 
 def test_a_baseline_outside_the_space_is_refused():
