@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
@@ -66,7 +65,7 @@ def graft_both(out: Path, best_plan: Path, overrides: list[str]) -> dict:
     side by side at the search's length."""
     from grafting import load
     from grafting.pipeline import run
-    from grafting.plan_search.judge import relative_latency
+    from grafting.report import latency
 
     keep = [o for o in overrides if o.split("=")[0] in ("threads", "seed", "base")]
     reports = {}
@@ -75,7 +74,8 @@ def graft_both(out: Path, best_plan: Path, overrides: list[str]) -> dict:
         reports[name] = run(OmegaConf.to_container(cfg, resolve=True))
     models = {name: load(out / name) for name in reports}
     vocab = int(models["linear_50"].config.vocab_size)
-    lat = relative_latency(models["linear_50"], models["searched"], 512, vocab, threads=torch.get_num_threads(), repeats=31, min_run_time=10.0)  # fmt: skip
+    row = latency(models["linear_50"], models["searched"], [512], vocab, rounds=31, min_run_time=10.0)[0]  # fmt: skip
+    lat = {"ratio": row["grafted_ms"] / row["host_ms"], "rounds": row["rounds"]}
     return {"reports": reports, "latency_vs_linear_50": lat}
 
 

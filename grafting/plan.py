@@ -21,10 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from grafting.families.base import SLOTS
-from search_spaces.config_paths import find_config
+from search_spaces.config_paths import read_config
 
 INITS = ("pretrained", "random")
 NAMED_SELECTORS = ("all", "odd", "even")
@@ -179,9 +177,5 @@ def load_plan(name_or_path: str | Path | Mapping) -> GraftPlan:
     """A plan by name (``conf/graft/<name>.yaml``, user dirs first), path, or mapping."""
     if isinstance(name_or_path, Mapping):
         return GraftPlan.from_dict(name_or_path)
-    path = find_config("graft", name_or_path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"graft plan {path} is not valid YAML: {e}") from None
+    data, path = read_config("graft", name_or_path, "graft plan")
     return GraftPlan.from_dict(data, str(path))

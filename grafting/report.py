@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import spearmanr
 from torch import nn
-from torch.utils import benchmark
 
+from common.timing import Runner, alternating_rounds, median_round
 from grafting.checkpoints import Host, embed
 
 
@@ -100,20 +100,36 @@ def generation_sample(
     return out
 
 
+class _Call(nn.Module):
+    """A callable as a module, so the timing core can run it (``Runner`` calls ``model(**{})``)."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self) -> Any:
+        return self.fn()
+
+
 @torch.no_grad()
 def time_side_by_side(
-    calls: dict[str, Callable[[], Any]], *, rounds: int = 3, min_run_time: float = 0.2
+    host: Callable[[], Any],
+    grafted: Callable[[], Any],
+    *,
+    rounds: int = 9,
+    min_run_time: float = 1.0,
+    device: str = "cpu",
 ) -> dict[str, float]:
-    """Best median seconds of each call, timed with ``torch.utils.benchmark`` in alternating
-    rounds (every call in the same window of a noisy machine): the ratios are what count."""
-    best = dict.fromkeys(calls, float("inf"))
-    for _ in range(rounds):
-        for name, call in calls.items():
-            timer = benchmark.Timer(
-                stmt="call()", globals={"call": call}, num_threads=torch.get_num_threads()
-            )
-            best[name] = min(best[name], timer.blocked_autorange(min_run_time=min_run_time).median)
-    return best
+    """Seconds per call of ``host`` and ``grafted`` from at least ``rounds`` alternating rounds
+    and ``min_run_time`` seconds (``common.timing``, the core ``nas.latency`` uses): the two
+    times are those of the median round by ratio, so their ratio is the measurement."""
+    threads = torch.get_num_threads()
+    runners = [Runner(_Call(fn), {}, device, threads) for fn in (grafted, host)]
+    for runner in runners:
+        runner.calibrate(warmup=2, block_time=0.05)
+    measured = alternating_rounds(*runners, repeats=rounds, min_run_time=min_run_time)
+    _, grafted_s, host_s = median_round(measured)
+    return {"host": host_s, "grafted": grafted_s, "rounds": len(measured)}
 
 
 def latency(
@@ -123,25 +139,30 @@ def latency(
     vocab_size: int,
     *,
     batch_size: int = 1,
-    rounds: int = 3,
-    min_run_time: float = 0.2,
+    rounds: int = 9,
+    min_run_time: float = 1.0,
 ) -> list[dict[str, float]]:
     """Forward latency of host and grafted model at each length, timed side by side."""
     rows = []
+    device = next(teacher.parameters()).device
     for n in lengths:
-        ids = torch.randint(0, vocab_size, (batch_size, n))
+        gen = torch.Generator().manual_seed(n)
+        ids = torch.randint(0, vocab_size, (batch_size, n), generator=gen).to(device)
         mask = torch.ones_like(ids)
-        calls = {
-            name: partial(model, input_ids=ids, attention_mask=mask)
-            for name, model in (("host", teacher), ("grafted", student))
-        }
-        best = time_side_by_side(calls, rounds=rounds, min_run_time=min_run_time)
+        best = time_side_by_side(
+            partial(teacher, input_ids=ids, attention_mask=mask),
+            partial(student, input_ids=ids, attention_mask=mask),
+            rounds=rounds,
+            min_run_time=min_run_time,
+            device=str(device),
+        )
         rows.append(
             {
                 "seq_len": n,
                 "host_ms": best["host"] * 1e3,
                 "grafted_ms": best["grafted"] * 1e3,
                 "speedup": best["host"] / best["grafted"],
+                "rounds": best["rounds"],
             }
         )
     return rows

@@ -173,19 +173,19 @@ def train(
         pm = None if bool(mask.all()) else mask
         positions = torch.arange(mask.shape[1])[None]
         total = 0.0
+        opt.zero_grad(set_to_none=True)
         for key, wrapper in wrappers.items():
             name = key_name(key)
             pred = wrapper.core(data[f"{name}.x"], pm, positions)
             err = regression_loss(losses[key[1]], pred, data[f"{name}.y"], mask)
+            err.backward()  # one operator's graph at a time: the memory of one, not of all
             history[key_label(key)].append(err.item())
-            total = total + err
-        opt.zero_grad(set_to_none=True)
-        total.backward()
+            total += err.item()
         for group in groups:  # clipped one operator at a time, so none slows another
             torch.nn.utils.clip_grad_norm_(group, 1.0)
         opt.step()
         sched.step()
-        bar.set_postfix(loss=f"{total.item() / len(wrappers):.3g}")
+        bar.set_postfix(loss=f"{total / len(wrappers):.3g}")
     window = max(1, min(10, steps // 5))
     summary = {
         name: {"first": h[0], "last": sum(h[-window:]) / len(h[-window:])}

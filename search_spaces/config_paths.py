@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 from importlib import resources
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 ENV_VAR = "NAS_CONFIG_PATH"
 
@@ -38,3 +41,13 @@ def find_config(group: str, name_or_path: str | os.PathLike) -> Path:
     raise FileNotFoundError(
         f"no {group} config {str(name_or_path)!r}: not a file, and not one of {available(group)}"
     )
+
+
+def read_config(group: str, name_or_path: str | os.PathLike, what: str) -> tuple[Any, Path]:
+    """(parsed YAML, path) of a config found by ``find_config``; ``ValueError`` naming ``what``
+    (e.g. "graft plan") and the file when it is not valid YAML."""
+    path = find_config(group, name_or_path)
+    try:
+        return yaml.safe_load(path.read_text()), path
+    except yaml.YAMLError as e:
+        raise ValueError(f"{what} {path} is not valid YAML: {e}") from None

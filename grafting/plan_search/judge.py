@@ -1,6 +1,7 @@
-"""The two objectives of a plan search: fidelity of an assembled plan to the host on validation
-text (text the report never evaluates on), and forward latency relative to the host, timed in
-alternating rounds (``common.timing``, the core ``nas.latency`` uses) at a stated length.
+"""The first objective of a plan search: fidelity of an assembled plan to the host on validation
+text (text the report never evaluates on). The second, latency relative to the host, is the
+grafting report's ``latency`` (alternating rounds of ``common.timing``, the core ``nas.latency``
+uses) at ``search.seq_len``.
 
 Fidelity is the grafting report's measure: for encoders the mean cosine between host and plan
 sentence embeddings, averaged over short sentences and long passages (maximised); for decoders
@@ -10,13 +11,11 @@ the mean per-token KL(host || plan) on long windows (minimised).
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.timing import Runner, alternating_rounds, median_round
 from grafting.checkpoints import Host, embed
 
 
@@ -71,27 +70,3 @@ class Judge:
             )
             n_next += int(real.sum())
         return kl / max(n_kl, 1), math.exp(d_nll / max(n_next, 1))
-
-
-def relative_latency(
-    host: nn.Module,
-    student: nn.Module,
-    seq_len: int,
-    vocab_size: int,
-    *,
-    threads: int,
-    repeats: int,
-    min_run_time: float,
-    device: str = "cpu",
-) -> dict[str, Any]:
-    """Forward time of ``student`` / ``host`` on one ``seq_len``-token input, the median of
-    alternating rounds (both models in the same window of a noisy machine)."""
-    gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, vocab_size, (1, seq_len), generator=gen)
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    runners = [Runner(m.eval(), inputs, device, threads) for m in (student, host)]
-    for r in runners:
-        r.calibrate(warmup=2, block_time=0.05)
-    rounds = alternating_rounds(*runners, repeats=repeats, min_run_time=min_run_time)
-    ratio, cand_s, ref_s = median_round(rounds)
-    return {"ratio": ratio, "ms": cand_s * 1e3, "host_ms": ref_s * 1e3, "rounds": len(rounds)}

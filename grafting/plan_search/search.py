@@ -26,7 +26,7 @@ from grafting.data import batches, passages, sample, sentences, token_windows
 from grafting.io import save
 from grafting.pipeline import evaluate, prepare_tokenizer, text_sets
 from grafting.plan_search import library as lib
-from grafting.plan_search.judge import Judge, relative_latency
+from grafting.plan_search.judge import Judge
 from grafting.plan_search.space import (
     Choices,
     GraftSpace,
@@ -35,6 +35,7 @@ from grafting.plan_search.space import (
     load_space,
     param_name,
 )
+from grafting.report import latency
 
 # settings a resumed run must share with the run that made the folder
 FIXED = ("base", "graft_space", "seed", "text", "stage1")
@@ -146,19 +147,18 @@ def get_library(ctx: Context) -> lib.Library:
 
 
 def evaluate_plan(ctx: Context, library: lib.Library, choices: Choices) -> dict[str, Any]:
-    """Validation fidelity and measured relative latency of the assembled plan."""
+    """Validation fidelity and measured latency (plan / host) of the assembled plan."""
     student, _, _ = lib.assemble(ctx.host, ctx.space, library, choices, "candidate")
     s = ctx.cfg["search"]
-    lat = relative_latency(
+    row = latency(
         ctx.host.model,
         student,
-        ctx.seq_len,
+        [ctx.seq_len],
         int(ctx.host.model.config.vocab_size),
-        threads=torch.get_num_threads(),
-        repeats=int(s["repeats"]),
+        rounds=int(s["repeats"]),
         min_run_time=float(s["min_run_time"]),
-    )
-    return {"fidelity": ctx.judge.fidelity(student), "latency": lat}
+    )[0]
+    return {"fidelity": ctx.judge.fidelity(student), "latency": row}
 
 
 def open_study(ctx: Context) -> optuna.Study:
@@ -210,9 +210,10 @@ def search(ctx: Context, library: lib.Library) -> optuna.Study:
         result = evaluate_plan(ctx, library, choices)
         for k, v in result["fidelity"].items():
             trial.set_user_attr(f"val_{k}", v)
-        trial.set_user_attr("latency_ms", result["latency"]["ms"])
-        trial.set_user_attr("host_ms", result["latency"]["host_ms"])
-        values = (result["fidelity"][ctx.judge.name], result["latency"]["ratio"])
+        lat = result["latency"]
+        trial.set_user_attr("latency_ms", lat["grafted_ms"])
+        trial.set_user_attr("host_ms", lat["host_ms"])
+        values = (result["fidelity"][ctx.judge.name], lat["grafted_ms"] / lat["host_ms"])
         seen[text] = values
         bar.update()
         return values

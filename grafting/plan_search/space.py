@@ -28,11 +28,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from grafting.families.base import SLOTS
 from grafting.plan import GraftGroup, GraftPlan, SlotSpec, load_plan, select_layers
-from search_spaces.config_paths import find_config
+from search_spaces.config_paths import read_config
 
 KEEP = "keep"
 BOUNDS = ("min_replaced", "max_replaced")
@@ -184,11 +182,7 @@ def load_space(name_or_path: str | Path | Mapping) -> GraftSpace:
     """A graft space by name (``conf/graft_spaces/<name>.yaml``), path, or mapping."""
     if isinstance(name_or_path, Mapping):
         return GraftSpace.from_dict(name_or_path)
-    path = find_config("graft_spaces", name_or_path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"graft space {path} is not valid YAML: {e}") from None
+    data, path = read_config("graft_spaces", name_or_path, "graft space")
     return GraftSpace.from_dict(data, str(path))
 
 
