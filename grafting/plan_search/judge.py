@@ -10,13 +10,12 @@ the mean per-token KL(host || plan) on long windows (minimised).
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from grafting.checkpoints import Host, embed
+from grafting.report import decoder_fidelity
 
 
 class Judge:
@@ -31,7 +30,8 @@ class Judge:
                 self._teacher = {
                     k: [embed(host, host.model, b) for b in bs] for k, bs in validation.items()
                 }
-        else:  # the host's log-probabilities, once (a few hundred MB for a 49k vocabulary)
+        else:  # the host's log-probabilities, once (a few hundred MB for a 49k vocabulary),
+            # so each plan costs one forward, not two
             self.name, self.direction = "kl", "minimize"
             with torch.no_grad():
                 self._teacher = {
@@ -49,24 +49,7 @@ class Judge:
                 t = torch.cat(self._teacher[name])
                 parts[name] = float(F.cosine_similarity(t, s, dim=-1).mean())
             else:
-                parts[name], parts[f"{name}_ppl_ratio"] = self._decoder(name, student, batches)
+                fid = decoder_fidelity(self.host.model, student, batches, self._teacher[name])
+                parts[name], parts[f"{name}_ppl_ratio"] = fid["kl"], fid["ppl_ratio"]
         main = [v for k, v in parts.items() if k in self.validation]
         return {self.name: sum(main) / len(main), **parts}
-
-    def _decoder(self, name: str, student: nn.Module, batches: list) -> tuple[float, float]:
-        """Mean per-token KL(host || plan) and the perplexity ratio plan / host on the text (as
-        ``grafting.report.decoder_fidelity``, against the cached host log-probabilities)."""
-        kl = d_nll = 0.0
-        n_kl = n_next = 0
-        for b, lt in zip(batches, self._teacher[name], strict=True):
-            mask = b["attention_mask"].bool()
-            ls = F.log_softmax(student(**b).logits.float(), -1)
-            kl += float(F.kl_div(ls[mask], lt[mask], log_target=True, reduction="sum"))
-            n_kl += int(mask.sum())
-            target, real = b["input_ids"][:, 1:], mask[:, 1:] & mask[:, :-1]
-            pick = target[real].unsqueeze(-1)
-            d_nll += float(
-                (lt[:, :-1][real].gather(-1, pick) - ls[:, :-1][real].gather(-1, pick)).sum()
-            )
-            n_next += int(real.sum())
-        return kl / max(n_kl, 1), math.exp(d_nll / max(n_next, 1))
