@@ -11,8 +11,9 @@ is the Python API.
 
 from __future__ import annotations
 
-import re
+import os
 import sys
+import time
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -30,8 +31,10 @@ from nas.latency.cache import MODES
 from nas.plots import write_plots
 from nas.report import ParetoMember, format_table, member, write_archs, write_csv
 from nas.run_dir import RunDir, git_commit, versions
+from nas.storage import check_storage, has_heartbeats, masked
 from nas.study import (
     SAMPLERS,
+    Budget,
     Scorer,
     baseline_trial,
     completed,
@@ -131,13 +134,18 @@ def make_finetune(cfg: DictConfig, supernet: Supernet, task: Task):
     return finetune
 
 
-def _masked(url: str) -> str:
-    """A storage URL without its password."""
-    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+TRIAL_ERRORS = (RuntimeError, ValueError, ArithmeticError)  # NaN loss, out of memory, a bad shape
 
 
-def optimize(study: optuna.Study, scorer: Scorer, cfg: DictConfig, direction: str) -> None:
-    """Run trials until the study has ``search.n_trials`` completed ones (or the timeout)."""
+def optimize(
+    study: optuna.Study, scorer: Scorer, cfg: DictConfig, direction: str, heartbeats: bool = False
+) -> None:
+    """Run trials until the study has ``search.n_trials`` completed ones, counted over every
+    worker sharing the study (``nas.study.Budget``), or until ``search.timeout_s``. A trial that
+    raises is recorded as failed with its ``error`` and the search goes on. When the rest of the
+    budget is held by trials running in other workers, this worker waits for them (a dead
+    worker's trial is failed by its stale heartbeat and retried here), so that every worker's
+    report sees the whole study."""
     s = cfg.search
     done = len(completed(study))
     if done >= s.n_trials:
@@ -150,34 +158,62 @@ def optimize(study: optuna.Study, scorer: Scorer, cfg: DictConfig, direction: st
     def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if trial.state != TrialState.COMPLETE:
             return
-        bar.update(1)
-        best = pick(t.values[0] for t in completed(study))
-        bar.set_postfix(front=len(study.best_trials), best=f"{best:.4f}")
+        finished = completed(study)  # other workers' trials too
+        bar.update(len(finished) - bar.n)
+        bar.set_postfix(front=len(study.best_trials), best=f"{pick(t.values[0] for t in finished):.4f}")  # fmt: skip
         if log is not None:
-            log(
-                {
-                    "trial": trial.number,
-                    **{k: v for k, v in trial.user_attrs.items() if k != "arch"},
-                }
-            )
+            log({"trial": trial.number, **{k: v for k, v in trial.user_attrs.items() if k != "arch"}})  # fmt: skip
 
+    deadline = None if s.timeout_s is None else time.monotonic() + s.timeout_s
+    run_trial = objective(scorer, s.max_params, s.max_latency_ms, Budget(s.n_trials, heartbeats))
+    held = False  # a trial of this round was pruned: the budget is held by other workers' trials
+
+    def note_held(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        nonlocal held
+        held |= trial.state == TrialState.PRUNED
+
+    stop_at_budget = MaxTrialsCallback(s.n_trials, states=(TrialState.COMPLETE,))
     try:
-        study.optimize(
-            objective(scorer, s.max_params, s.max_latency_ms),
-            n_trials=s.n_trials - done,
-            timeout=s.timeout_s,
-            callbacks=[MaxTrialsCallback(s.n_trials, states=(TrialState.COMPLETE,)), progress],
-        )
+        while (done := len(completed(study))) < s.n_trials:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            held = False
+            study.optimize(run_trial, n_trials=s.n_trials - done, timeout=left, catch=TRIAL_ERRORS,
+                           callbacks=[stop_at_budget, progress, note_held])  # fmt: skip
+            if held:
+                if not wait_for_other_workers(study, s.n_trials, s.heartbeat_interval, bar):
+                    break
+            elif len(completed(study)) == done:  # every trial of the round failed
+                break
     finally:
         bar.close()
+
+
+def wait_for_other_workers(study: optuna.Study, n_trials: int, interval: float, bar) -> bool:
+    """Wait while other workers' running trials hold the rest of the budget (failing stale ones,
+    which the storage retries as waiting trials). True: trials are left to run here."""
+    states = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+    while True:
+        trials = study.get_trials(deepcopy=False, states=states)
+        count = {state: sum(t.state == state for t in trials) for state in states}
+        if count[TrialState.COMPLETE] >= n_trials:
+            return False
+        if count[TrialState.WAITING] or sum(count.values()) < n_trials:
+            return True
+        if not count[TrialState.RUNNING]:
+            return False
+        bar.set_postfix_str(f"waiting for {count[TrialState.RUNNING]} trials of other workers")
+        time.sleep(interval)
+        with warnings.catch_warnings():  # experimental since Optuna 2.9: not the user's concern
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
 
 
 def wandb_logger(cfg: DictConfig, metric: str):
     """``log(dict)`` into an offline wandb run when ``logger=wandb``, else None."""
     if cfg.logger != "wandb":
         return None
-    import os
-
     import wandb
 
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -214,6 +250,10 @@ def report(study: optuna.Study, scorer: Scorer, cfg: DictConfig, run: RunDir) ->
     if cfg.report.plots:
         write_plots(study, run.path, task.metric_name, task.direction, front, baseline)
     print(format_table(front, baseline, task.metric_name, task.direction))
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    if failed:
+        shown = "; ".join(f"{t.number}: {t.user_attrs.get('error', 'died or returned NaN')}" for t in failed[:3])  # fmt: skip
+        print(f"{len(failed)} trials failed and were skipped (trial {shown}{'; ...' if len(failed) > 3 else ''})")  # fmt: skip
     print(f"results in {run.path}/ (pareto.csv, pareto/, pareto.png, pareto.html, run.json)")
     return SearchResult(study, front, baseline, run.path)
 
@@ -223,25 +263,6 @@ def _positive_int(name: str, value: object, optional: bool = False) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UsageError(f"{name} must be a positive integer{' or null' if optional else ''}, got {value!r}")  # fmt: skip
-
-
-def check_storage(url: str) -> None:
-    """A storage URL Optuna can open: a known SQLAlchemy dialect whose driver is installed and,
-    for SQLite, an existing folder (checked before any training, so nothing is lost)."""
-    import sqlalchemy.exc
-    from sqlalchemy.engine import make_url
-
-    try:
-        parsed = make_url(url)
-        parsed.get_dialect().import_dbapi()
-    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as e:
-        raise UsageError(f"search.storage {_masked(url)!r} is not a usable database URL: {e}") from None  # fmt: skip
-    except ImportError as e:
-        raise UsageError(f"search.storage {_masked(url)!r}: its database driver is not installed ({e})") from None  # fmt: skip
-    if parsed.get_backend_name() == "sqlite" and parsed.database:
-        folder = Path(parsed.database).parent
-        if not folder.is_dir():
-            raise UsageError(f"search.storage {url!r}: the folder {folder} does not exist")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -263,6 +284,8 @@ def validate(cfg: DictConfig) -> None:
     shape = lat.shape
     if shape is not None and (len(shape) != 2 or not all(isinstance(n, int) and n > 0 for n in shape)):  # fmt: skip
         raise UsageError(f"latency.shape must be [batch, length] of positive integers or null, got {list(shape)!r}")  # fmt: skip
+    _positive_int("search.heartbeat_interval", s.heartbeat_interval, optional=True)
+    _positive_int("search.grace_period", s.grace_period, optional=True)
     if s.storage:
         check_storage(s.storage)
 
@@ -291,7 +314,7 @@ def run_search(cfg: DictConfig) -> SearchResult:
         space=space.name, task=task.to_config(), metric=task.metric_name,
         direction=task.direction, latency_shape=list(shape),
         supernet=str(cfg.supernet_path) if cfg.supernet_path else "supernet",
-        storage=_masked(storage), study_name=study_name, seed=cfg.seed,
+        storage=masked(storage), study_name=study_name, seed=cfg.seed,
         device=fingerprint.to_dict(), git_commit=git_commit(), versions=versions(),
     )  # fmt: skip
     OmegaConf.save(cfg, run.path / "config.yaml")
@@ -299,9 +322,14 @@ def run_search(cfg: DictConfig) -> SearchResult:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = make_sampler(s.sampler, cfg.seed, s.n_trials, s.population_size)
     names = [f"val {task.metric_name}", "latency / baseline"]
-    study = open_study(storage, study_name, task.direction, sampler, metric_names=names)
-    study.set_user_attr("run_dir", str(run.path.resolve()))  # how `nas.export storage=` finds it
-    enqueue_baseline(study, space.params_of(space.baseline(head)))
+    study, created = open_study(storage, study_name, task.direction, sampler, metric_names=names,
+                                heartbeat_interval=s.heartbeat_interval, grace_period=s.grace_period)  # fmt: skip
+    if not created:  # a worker joining (or resuming) a study must not propose in lock-step
+        study.sampler = make_sampler(s.sampler, cfg.seed + os.getpid(), s.n_trials, s.population_size)  # fmt: skip
+    if created or not study.user_attrs.get("run_dir"):  # how `nas.export storage=` finds a run
+        study.set_user_attr("run_dir", str(run.path.resolve()))
+    heartbeats = has_heartbeats(storage, s.heartbeat_interval)
+    enqueue_baseline(study, space.params_of(space.baseline(head)), created, heartbeats)
     estimator = LatencyEstimator.for_space(
         space, shape, head=head, directory=cfg.latency.cache_dir, mode=s.latency,
         device=cfg.latency.device, threads=cfg.latency.threads, repeats=cfg.latency.repeats,
@@ -309,7 +337,7 @@ def run_search(cfg: DictConfig) -> SearchResult:
     )  # fmt: skip
     scorer = Scorer(supernet.eval(), task, estimator, s.val_batches,
                     make_finetune(cfg, supernet, task))  # fmt: skip
-    optimize(study, scorer, cfg, task.direction)
+    optimize(study, scorer, cfg, task.direction, heartbeats)
     return report(study, scorer, cfg, run)
 
 

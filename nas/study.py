@@ -22,6 +22,7 @@ import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.latency import LatencyEstimator
+from nas.storage import open_storage
 from nas.tasks import Task
 from search_spaces import Arch
 from supernet.supernet import Supernet
@@ -44,30 +45,39 @@ def make_sampler(name: str, seed: int, n_trials: int, population_size: int | Non
 
 
 def open_study(
-    storage: str,
+    url: str,
     study_name: str,
     direction: str,
     sampler: optuna.samplers.BaseSampler,
     attempts: int = 5,
     metric_names: list[str] | None = None,
-) -> optuna.Study:
-    """Create the study or load it (the sampler is passed explicitly in both cases), and name its
-    two objectives ``metric_names`` (Optuna's dashboard and plots show them) unless None.
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+) -> tuple[optuna.Study, bool]:
+    """Create the study on the storage ``url`` names, or load it; returns it and whether this
+    call created it (exactly one of many workers started together does: the storage's unique
+    study name decides). The sampler is passed explicitly in both cases; the two objectives are
+    named ``metric_names`` (Optuna's dashboard and plots show them) unless None. Heartbeats: see
+    ``nas.storage.open_storage``.
 
     Workers started together on a fresh storage race to create its tables ("table studies
     already exists", a duplicate schema version row) and to name the objectives (a duplicate
     attribute row); the loser waits a moment and tries again, when the rows are there.
     """
 
-    def create() -> optuna.Study:
-        study = optuna.create_study(storage=storage, study_name=study_name,
-                                    directions=[direction, "minimize"], sampler=sampler,
-                                    load_if_exists=True)  # fmt: skip
+    def create() -> tuple[optuna.Study, bool]:
+        storage = open_storage(url, heartbeat_interval, grace_period)
+        try:
+            study = optuna.create_study(storage=storage, study_name=study_name,
+                                        directions=[direction, "minimize"], sampler=sampler)  # fmt: skip
+            created = True
+        except optuna.exceptions.DuplicatedStudyError:
+            study, created = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler), False  # fmt: skip
         if metric_names is not None and study.metric_names != list(metric_names):
             with warnings.catch_warnings():  # experimental since Optuna 3.2: not the user's concern
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.set_metric_names(list(metric_names))
-        return study
+        return study, created
 
     for attempt in range(attempts - 1):
         try:
@@ -86,14 +96,20 @@ def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
     return next((t for t in completed(study) if t.user_attrs.get("reference") == "baseline"), None)
 
 
-def enqueue_baseline(study: optuna.Study, params: dict[str, Any]) -> None:
-    """Enqueue the baseline unless it is done or already waiting (e.g. after a kill)."""
-    if baseline_trial(study) is not None:
-        return
-    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    if any(t.user_attrs.get("reference") == "baseline" for t in waiting):
-        return
-    study.enqueue_trial(params, user_attrs={"reference": "baseline"})
+def enqueue_baseline(
+    study: optuna.Study, params: dict[str, Any], created: bool = True, heartbeats: bool = False
+) -> None:
+    """Enqueue the baseline in a study this worker ``created``; in a study it joined, only when
+    no baseline trial is done, waiting or (with ``heartbeats``, which retry a dead worker's
+    trial) running. Without heartbeats a killed baseline is enqueued again."""
+    states = [TrialState.COMPLETE, TrialState.WAITING]
+    if heartbeats:
+        states.append(TrialState.RUNNING)
+    if created or not any(
+        t.user_attrs.get("reference") == "baseline"
+        for t in study.get_trials(deepcopy=False, states=tuple(states))
+    ):
+        study.enqueue_trial(params, user_attrs={"reference": "baseline"})
 
 
 @dataclass
@@ -134,15 +150,54 @@ class Scorer:
         }
 
 
+@dataclass(frozen=True)
+class Budget:
+    """``n_trials`` completed trials for the whole study, however many workers share it.
+
+    A trial runs only if the completed trials, plus the running or waiting ones numbered below
+    it, leave room; otherwise it is pruned at once and its worker stops. Trial numbers are
+    handed out by the storage in order, so with no failures exactly ``n_trials`` complete.
+    ``count_running`` is for storages with heartbeats, where a running trial is alive or will
+    be failed and retried; without them a dead worker's trial would hold its place forever,
+    so only completed trials count (concurrent workers may then overshoot by a trial each)."""
+
+    n_trials: int
+    count_running: bool
+
+    def taken(self, trial: optuna.Trial) -> bool:
+        states = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+        held = sum(
+            t.state == TrialState.COMPLETE or (self.count_running and t.number < trial.number)
+            for t in trial.study.get_trials(deepcopy=False, states=states)
+            if t.number != trial.number
+        )
+        return held >= self.n_trials
+
+
 def objective(
-    scorer: Scorer, max_params: float | None = None, max_latency_ms: float | None = None
+    scorer: Scorer,
+    max_params: float | None = None,
+    max_latency_ms: float | None = None,
+    budget: Budget | None = None,
 ) -> Callable[[optuna.Trial], tuple[float, float]]:
-    """The Optuna objective: sample an arch through the trial, score it, set constraints."""
+    """The Optuna objective: sample an arch through the trial, score it, set constraints. A
+    trial that raises records ``error`` (the exception's type and message) before it fails."""
     space, head = scorer.supernet.space, scorer.supernet.head_spec
 
     def run(trial: optuna.Trial) -> tuple[float, float]:
+        if (
+            budget is not None
+            and trial.user_attrs.get("reference") != "baseline"
+            and budget.taken(trial)
+        ):
+            trial.study.stop()
+            raise optuna.TrialPruned("the study's trial budget is taken by other trials")
         arch = space.sample(trial, head=head)
-        scores = scorer(arch)
+        try:
+            scores = scorer(arch)
+        except Exception as e:
+            trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:500])
+            raise
         for key, value in scores.items():
             trial.set_user_attr(key, value)
         if max_params is not None:

@@ -80,11 +80,11 @@ def test_open_study_names_the_objectives_without_a_warning(tmp_path) -> None:
     sampler = optuna.samplers.RandomSampler()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        study = open_study(url, "s", "minimize", sampler, metric_names=NAMES)
-    assert study.metric_names == NAMES
+        study, created = open_study(url, "s", "minimize", sampler, metric_names=NAMES)
+    assert study.metric_names == NAMES and created
     assert not [w for w in caught if issubclass(w.category, optuna.exceptions.ExperimentalWarning)]
-    assert open_study(url, "s", "minimize", sampler).metric_names == NAMES  # None keeps them
+    assert open_study(url, "s", "minimize", sampler)[0].metric_names == NAMES  # None keeps them
     assert (
-        open_study(f"sqlite:///{tmp_path / 'bare.db'}", "s", "minimize", sampler).metric_names
+        open_study(f"sqlite:///{tmp_path / 'bare.db'}", "s", "minimize", sampler)[0].metric_names
         is None
     )

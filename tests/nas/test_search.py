@@ -147,7 +147,7 @@ def test_user_space_file(tmp_path) -> None:
             ["+space=efficient_attn", "latency.shape=[0,16]"],
             "latency.shape must be [batch, length]",
         ),
-        (["+space=efficient_attn", "search.storage=foo://bar"], "not a usable database URL"),
+        (["+space=efficient_attn", "search.storage=foo://bar"], "not a usable storage URL"),
         (
             ["+space=efficient_attn", "search.storage=sqlite:////nowhere/at/all/s.db"],
             "does not exist",
