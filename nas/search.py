@@ -226,7 +226,9 @@ def report(study: optuna.Study, scorer: Scorer, cfg: DictConfig, run: RunDir) ->
     task, batches = scorer.task, cfg.report.test_batches
     base = baseline_trial(study)
     if base is None:
-        raise UsageError("the study has no completed baseline trial; rerun to evaluate it")
+        running = any(t.user_attrs.get("reference") == "baseline" for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))  # fmt: skip
+        raise UsageError("the study has no completed baseline trial; "
+                         + ("its trial is still running (on a storage without heartbeats a dead worker's trial stays so)" if running else "rerun to evaluate it"))  # fmt: skip
 
     def test_metric(trial) -> float:
         return scorer.metric(Arch.from_dict(trial.user_attrs["arch"]), "test", batches)
@@ -329,7 +331,7 @@ def run_search(cfg: DictConfig) -> SearchResult:
     if created or not study.user_attrs.get("run_dir"):  # how `nas.export storage=` finds a run
         study.set_user_attr("run_dir", str(run.path.resolve()))
     heartbeats = has_heartbeats(storage, s.heartbeat_interval)
-    enqueue_baseline(study, space.params_of(space.baseline(head)), created, heartbeats)
+    enqueue_baseline(study, space.params_of(space.baseline(head)), created)
     estimator = LatencyEstimator.for_space(
         space, shape, head=head, directory=cfg.latency.cache_dir, mode=s.latency,
         device=cfg.latency.device, threads=cfg.latency.threads, repeats=cfg.latency.repeats,

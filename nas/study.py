@@ -96,18 +96,14 @@ def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
     return next((t for t in completed(study) if t.user_attrs.get("reference") == "baseline"), None)
 
 
-def enqueue_baseline(
-    study: optuna.Study, params: dict[str, Any], created: bool = True, heartbeats: bool = False
-) -> None:
+def enqueue_baseline(study: optuna.Study, params: dict[str, Any], created: bool = True) -> None:
     """Enqueue the baseline in a study this worker ``created``; in a study it joined, only when
-    no baseline trial is done, waiting or (with ``heartbeats``, which retry a dead worker's
-    trial) running. Without heartbeats a killed baseline is enqueued again."""
-    states = [TrialState.COMPLETE, TrialState.WAITING]
-    if heartbeats:
-        states.append(TrialState.RUNNING)
+    no baseline trial is done, waiting or running (another worker's; or a killed one's, which
+    heartbeats fail and retry)."""
+    states = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
     if created or not any(
         t.user_attrs.get("reference") == "baseline"
-        for t in study.get_trials(deepcopy=False, states=tuple(states))
+        for t in study.get_trials(deepcopy=False, states=states)
     ):
         study.enqueue_trial(params, user_attrs={"reference": "baseline"})
 
