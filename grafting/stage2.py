@@ -15,13 +15,14 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from common.quiet import quiet_lightning
 from common.schedule import warmup_cosine, warmup_fraction
+from common.step_sampler import StepSampler
 from grafting.checkpoints import Host, pool
 from grafting.lora import add_lora, merge_lora
 
@@ -80,6 +81,11 @@ class DistillModule(L.LightningModule):
         super().__init__()
         self.host, self.student, self.cfg = host, student, cfg
         self.__dict__["teacher"] = teacher.eval().requires_grad_(False)
+        self.strict_loading = False  # checkpoints hold the trainable weights only
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        trainable = {f"student.{n}" for n, p in self.student.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}  # fmt: skip
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         self.student.eval()  # no dropout: we match a deterministic teacher
@@ -133,9 +139,13 @@ def train(
     cfg: dict[str, Any],
     log_dir: Path,
     progress: bool = True,
+    checkpoints: Path | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Distil for ``cfg['steps']`` optimiser steps; logs to ``log_dir`` (CSV). Returns the
-    trainable parameter count, first/last loss and seconds."""
+    trainable parameter count, first/last loss and seconds. With ``checkpoints``, saves
+    ``last.ckpt`` there every ``cfg['checkpoint_every']`` steps and resumes from it; the batch of
+    step ``s`` depends only on (``seed``, ``s``), so a resumed run equals an uninterrupted one."""
     start = time.perf_counter()
     steps = int(cfg["steps"])
     if steps <= 0:
@@ -146,6 +156,13 @@ def train(
     )
     module = DistillModule(host, student, teacher, dict(cfg))
     logger = CSVLogger(str(log_dir), name="stage2", version="")
+    callbacks = [TQDMProgressBar(refresh_rate=1)] if progress else []
+    last = None
+    if checkpoints is not None:
+        every = int(cfg.get("checkpoint_every", 50))
+        callbacks.append(ModelCheckpoint(dirpath=checkpoints, save_last=True, save_top_k=0,
+                                         every_n_train_steps=every))  # fmt: skip
+        last = checkpoints / "last.ckpt" if (checkpoints / "last.ckpt").is_file() else None
     with quiet_lightning():  # the Trainer prints its hardware lines when built
         trainer = L.Trainer(
             max_steps=steps,
@@ -153,18 +170,20 @@ def train(
             devices=1,
             logger=logger,
             log_every_n_steps=max(1, min(10, steps)),
-            enable_checkpointing=False,
+            enable_checkpointing=checkpoints is not None,
             enable_progress_bar=progress,
-            callbacks=[TQDMProgressBar(refresh_rate=1)] if progress else [],
+            callbacks=callbacks,
             enable_model_summary=False,
             num_sanity_val_steps=0,
         )
-    # one epoch of exactly `steps` batches (reshuffled every pass over the calibration set), so
-    # the progress bar counts steps to the end, with the loss and the time left
-    sampler = RandomSampler(_Batches(batches), num_samples=steps)
+    # one epoch of the remaining steps' batches (a new permutation of the calibration batches
+    # every pass), so the progress bar counts steps to the end, with the loss and the time left
+    sampler = StepSampler(len(batches), 1, steps, lambda: module.global_step, seed)
     loader = DataLoader(_Batches(batches), batch_size=None, sampler=sampler)
+    if last is not None and progress:
+        print(f"stage 2: resuming from {last}", flush=True)
     with quiet_lightning():
-        trainer.fit(module, loader)
+        trainer.fit(module, loader, ckpt_path=last, weights_only=True)
     if mode == "lora":
         merge_lora(student)
     student.requires_grad_(False).eval()

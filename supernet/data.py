@@ -1,47 +1,13 @@
-"""Training data order that survives a kill: the batch trained at step ``s`` is a pure function
-of (seed, s). The sampler walks an endless stream of seeded permutations of the dataset and,
-whenever Lightning starts iterating (at the start, or after resuming from a checkpoint), begins
-at the position of the trainer's current global step. So a resumed run sees exactly the batches
-an uninterrupted run would have seen, whatever Lightning's own epoch bookkeeping does."""
+"""The supernet's training loader: its dataset and collation, batches in ``StepSampler``'s
+resumable order (``common.step_sampler``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
-
-class StepSampler(Sampler[int]):
-    """Indices for steps ``current_step() .. total_steps`` of ``batch_size`` each; the dataset of
-    ``size`` examples is cycled, each pass in a new permutation seeded by (seed, pass)."""
-
-    def __init__(
-        self,
-        size: int,
-        batch_size: int,
-        total_steps: int,
-        current_step: Callable[[], int],
-        seed: int = 0,
-    ) -> None:
-        self.size, self.batch_size, self.total_steps = size, batch_size, total_steps
-        self.current_step, self.seed = current_step, seed
-
-    def __len__(self) -> int:
-        return max(0, self.total_steps - self.current_step()) * self.batch_size
-
-    def stream(self, start: int, count: int) -> list[int]:
-        """``count`` indices from position ``start`` of the endless shuffled stream."""
-        out: list[int] = []
-        while len(out) < count:
-            cycle, offset = divmod(start + len(out), self.size)
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + cycle)
-            perm = torch.randperm(self.size, generator=g)
-            out.extend(perm[offset : offset + count - len(out)].tolist())
-        return out
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.stream(self.current_step() * self.batch_size, len(self)))
+from common.step_sampler import StepSampler
 
 
 def resumable_loader(

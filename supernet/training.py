@@ -161,7 +161,12 @@ class SupernetModule(L.LightningModule):
             ("smallest", self.supernet.space.smallest(head)),
         ):
             out = self._forward(arch, batch)
-            self.log(f"val/{name}_loss", self.loss_fn(out, batch), batch_size=len(batch["inputs"]))
+            self.log(
+                f"val/{name}_loss",
+                self.loss_fn(out, batch),
+                batch_size=len(batch["inputs"]),
+                sync_dist=True,
+            )
             if self.metric_fn is not None:
                 total, count = self.metric_fn(out, batch)
                 acc = self._val.setdefault(name, [0.0, 0])
@@ -169,7 +174,12 @@ class SupernetModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         for name, (total, count) in self._val.items():
-            self.log(f"val/{name}_metric", total / max(count, 1), prog_bar=name == "teacher")
+            self.log(
+                f"val/{name}_metric",
+                total / max(count, 1),
+                prog_bar=name == "teacher",
+                sync_dist=True,
+            )
         self._val = {}
 
     def configure_optimizers(self):
