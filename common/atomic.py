@@ -6,20 +6,31 @@ exception in the ``with`` block, a full disk, Ctrl-C) leaves the previous output
 it was and removes the temporary file or folder. New files and folders get the permissions the
 user's umask gives (``tempfile`` would leave them private, 0600/0700).
 
-Atomic against a failing process, not a durability guarantee: nothing is fsync'ed.
+Atomic against a failing process, not a durability guarantee: nothing is fsync'ed. Temporary
+names carry the writer's process id; a process killed with SIGKILL cannot clean up, so the next
+write to the same destination removes what dead processes left (``sweep_stale``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_dir", "atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = [
+    "atomic_dir",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "process_tag",
+    "sweep_stale",
+]
 
 
 def _umask() -> int:
@@ -44,6 +55,42 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def process_tag() -> str:
+    """``<pid>-<host>``: which process on which machine a temporary name belongs to."""
+    host = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+    return f"{os.getpid()}-{host}"
+
+
+def sweep_stale(directory: str | os.PathLike, prefix: str) -> None:
+    """Remove the ``PREFIX<process_tag>.*`` entries of ``directory`` left by processes of this
+    machine that no longer run (another machine's, on a shared disk, are left alone)."""
+    directory, host = Path(directory), process_tag().split("-")[1]
+    if not directory.is_dir():
+        return
+    for entry in directory.iterdir():
+        if not entry.name.startswith(prefix):
+            continue
+        pid, _, tag_host = entry.name[len(prefix) :].split(".", 1)[0].partition("-")
+        if pid.isdigit() and tag_host == host and int(pid) != os.getpid() and not _alive(int(pid)):
+            _remove(entry)
+
+
+def _prefix(path: Path) -> str:
+    """The hidden temporary-name prefix for ``path`` in this process (see ``sweep_stale``)."""
+    sweep_stale(path.parent, f".{path.name}.")
+    return f".{path.name}.{process_tag()}."
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary file path beside ``path`` (an empty file exists there) to write into;
@@ -55,7 +102,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -92,14 +139,14 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_prefix(path), suffix=".partial", dir=path.parent))
     try:
         os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
         if not (path.exists() or path.is_symlink()):
             os.replace(tmp, path)
             return
-        old = path.with_name(f".{path.name}.{secrets.token_hex(4)}.old")
+        old = path.with_name(f"{_prefix(path)}{secrets.token_hex(4)}.old")
         os.replace(path, old)
         try:
             os.replace(tmp, path)

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from common.atomic import process_tag, sweep_stale
 from common.schedule import warmup_cosine, warmup_fraction
 from grafting.families.base import SLOTS, Family, first_input
 
@@ -208,7 +209,8 @@ def run(
     Keys are (layer, slot) or, for a graft library, (layer, slot, candidate): each (layer, slot)
     is captured once, whatever the number of candidates trained on it."""
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="graft-cache-") as tmp:
+    sweep_stale(tempfile.gettempdir(), "graft-cache-")  # what killed grafts left
+    with tempfile.TemporaryDirectory(prefix=f"graft-cache-{process_tag()}.") as tmp:
         cache = Path(cfg.get("cache_dir") or tmp)
         keys = list(dict.fromkeys((k[0], k[1]) for k in wrappers))
         files = capture(teacher, family, keys, batches, cache, progress=progress)

@@ -20,6 +20,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from common.fit import fit
 from common.quiet import quiet_lightning
 from common.schedule import warmup_cosine, warmup_fraction
 from common.step_sampler import StepSampler
@@ -183,7 +184,7 @@ def train(
     if last is not None and progress:
         print(f"stage 2: resuming from {last}", flush=True)
     with quiet_lightning():
-        trainer.fit(module, loader, ckpt_path=last, weights_only=True)
+        fit(trainer, module, loader, ckpt_path=last, weights_only=True)
     if mode == "lora":
         merge_lora(student)
     student.requires_grad_(False).eval()

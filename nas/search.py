@@ -11,6 +11,7 @@ is the Python API.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -132,6 +133,22 @@ def make_finetune(cfg: DictConfig, supernet: Supernet, task: Task):
         return done[arch.signature]
 
     return finetune
+
+
+def _one_line_failures(record: logging.LogRecord) -> bool:
+    if record.exc_info and record.exc_info[0] is KeyboardInterrupt:
+        return False  # Ctrl-C: the command says "interrupted"
+    record.exc_info = record.exc_text = None
+    return True
+
+
+def quiet_trial_failures() -> None:
+    """Optuna logs a failed trial with its traceback. A trial's error is its result, not a bug
+    of the platform: keep Optuna's one-line message (the error is also the trial's ``error``
+    attribute, and the report counts failed trials); say nothing for Ctrl-C."""
+    logger = logging.getLogger("optuna.study._optimize")
+    if _one_line_failures not in logger.filters:
+        logger.addFilter(_one_line_failures)
 
 
 TRIAL_ERRORS = (RuntimeError, ValueError, ArithmeticError)  # NaN loss, out of memory, a bad shape
@@ -322,6 +339,7 @@ def run_search(cfg: DictConfig) -> SearchResult:
     OmegaConf.save(cfg, run.path / "config.yaml")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_trial_failures()
     sampler = make_sampler(s.sampler, cfg.seed, s.n_trials, s.population_size)
     names = [f"val {task.metric_name}", "latency / baseline"]
     study, created = open_study(storage, study_name, task.direction, sampler, metric_names=names,

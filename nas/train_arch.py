@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
+from common.fit import fit
 from common.schedule import warmup_cosine
 from nas.tasks.base import Task
 from search_spaces import Arch, build_model
@@ -151,7 +152,7 @@ def train_model(
             loader = resumable_loader(data.train_dataloader(), max_steps, lambda: module.global_step, seed)  # fmt: skip
             torch.manual_seed(seed)  # dropout and any other draw inside training
             model.train()
-            trainer.fit(module, loader, data.val_dataloader() if validate else None)
+            fit(trainer, module, loader, data.val_dataloader() if validate else None)
         steps = trainer.global_step
         loss = trainer.callback_metrics.get("train/loss")
         train_loss = float(loss) if loss is not None else train_loss

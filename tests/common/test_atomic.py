@@ -4,12 +4,21 @@ a successful one replaces it; new files and folders follow the umask."""
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from common.atomic import atomic_dir, atomic_path, atomic_write_bytes, atomic_write_text
+from common.atomic import (
+    atomic_dir,
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_text,
+    process_tag,
+)
 
 
 def _snapshot(root: Path) -> dict[str, bytes | None]:
@@ -79,3 +88,30 @@ def test_permissions_follow_the_umask(tmp_path, umask) -> None:
         os.umask(previous)
     assert stat.S_IMODE(file.stat().st_mode) == 0o666 & ~umask
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o777 & ~umask
+
+
+def test_leftovers_of_killed_writers_are_removed_by_the_next_write(tmp_path) -> None:
+    """SIGKILL leaves a writer no chance to clean up: the next write to the same destination
+    removes the temporary names of dead processes of this machine, and only those."""
+    code = (
+        "import os, sys; from common.atomic import atomic_dir, atomic_path\n"
+        "out = sys.argv[1]\n"
+        "with atomic_path(out + '/table.csv'), atomic_dir(out + '/export') as tmp:\n"
+        "    (tmp / 'half.bin').write_bytes(b'x'); os.kill(os.getpid(), 9)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env)
+    assert done.returncode == -signal.SIGKILL
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert len(left) == 2 and all(name.startswith((".table.csv.", ".export.")) for name in left)
+    alive = tmp_path / f".export.{os.getppid()}-{process_tag().split('-')[1]}.abc.partial"
+    alive.mkdir()  # a running writer's folder stays
+    other_host = tmp_path / ".export.1-ffffff.abc.partial"
+    other_host.mkdir()  # another machine's, on a shared disk, stays
+    atomic_write_text(tmp_path / "table.csv", "a\n")
+    with atomic_dir(tmp_path / "export") as tmp:
+        (tmp / "whole.bin").write_bytes(b"y")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [alive.name, other_host.name, "export", "table.csv"]
+    )
