@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
+from peft import PeftModel
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -116,19 +117,21 @@ class DistillModule(L.LightningModule):
 
 def set_trainable(
     student: nn.Module, wrappers: list[nn.Module], mode: str, lora_rank: int, lora_alpha: float
-) -> int:
-    """Freeze/unfreeze per ``mode``; returns the number of trainable parameters."""
+) -> tuple[int, PeftModel | None]:
+    """Freeze/unfreeze per ``mode``; returns the number of trainable parameters and, for
+    ``lora``, the ``PeftModel`` whose adapters ``merge_lora`` folds back after training."""
     if mode not in TRAIN_MODES:
         raise ValueError(f"stage2.train must be one of {TRAIN_MODES}, but got {mode!r}")
     student.requires_grad_(mode == "all")
+    adapters = None
     if mode == "lora":
         skip = list(wrappers)
         if student.get_output_embeddings() is not None:
             skip.append(student.get_output_embeddings())  # tied to the input embeddings
-        add_lora(student, skip, lora_rank, lora_alpha)
+        adapters = add_lora(student, skip, lora_rank, lora_alpha)
     for w in wrappers:
         w.requires_grad_(True)
-    return sum(p.numel() for p in student.parameters() if p.requires_grad)
+    return sum(p.numel() for p in student.parameters() if p.requires_grad), adapters
 
 
 def train(
@@ -152,7 +155,7 @@ def train(
     if steps <= 0:
         return {"steps": 0, "seconds": 0.0}
     mode = str(cfg.get("train", "grafted"))
-    trainable = set_trainable(
+    trainable, adapters = set_trainable(
         student, wrappers, mode, int(cfg.get("lora_rank", 8)), float(cfg.get("lora_alpha", 16))
     )
     module = DistillModule(host, student, teacher, dict(cfg))
@@ -185,8 +188,8 @@ def train(
         print(f"stage 2: resuming from {last}", flush=True)
     with quiet_lightning():
         fit(trainer, module, loader, ckpt_path=last, weights_only=True)
-    if mode == "lora":
-        merge_lora(student)
+    if adapters is not None:
+        merge_lora(adapters)
     student.requires_grad_(False).eval()
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     return {

@@ -8,11 +8,12 @@ import csv
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers.pytorch_utils import Conv1D
 
 from grafting import stage1, stage2
 from grafting.checkpoints import load_host
 from grafting.data import batches
-from grafting.lora import LoRALinear, add_lora, merge_lora
+from grafting.lora import add_lora, lora_targets, merge_lora
 from grafting.plan import load_plan
 from grafting.surgery import graft
 
@@ -46,23 +47,36 @@ def test_stage1_rejects_an_unknown_loss(tmp_path):
         stage1.train({}, [], steps=1, lr=1e-3, loss="l3")
 
 
-def test_lora_merge_keeps_the_function(tiny_models):
-    host = load_host(tiny_models["bert"])
+@pytest.mark.parametrize("family", ["bert", "gpt2", "llama", "qwen2"])
+def test_lora_adapts_every_host_linear_and_merges_back(tiny_models, family):
+    """Every linear layer of the host outside the graft gets an adapter (GPT-2's ``Conv1D``
+    too), the grafted operators none; merged, the model has the host's keys and the function
+    it had with the adapters."""
+    host = load_host(tiny_models[family])
     model = copy.deepcopy(host.model)
-    assert add_lora(model, [], rank=2, alpha=4) > 0
+    plan = load_plan("linear_50")
+    wrappers = list(graft(model, host.family, plan).values())
+    keys = set(model.state_dict())
+    skip = [*wrappers, model.get_output_embeddings()] if model.get_output_embeddings() else wrappers
+    targets = lora_targets(model, skip)
+    linears = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, Conv1D))]
+    assert 0 < len(targets) < len(linears)  # the graft's own linears are left out
+    adapters = add_lora(model, skip, rank=2, alpha=4)
+    adapted = {n.removesuffix(".lora_A") for n, _ in adapters.named_modules() if n.endswith(".lora_A")}  # fmt: skip
+    assert len(adapted) == len(targets)
     torch.manual_seed(0)
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, LoRALinear):
-                m.lora_b.normal_(0, 0.1)
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)  # B starts at 0: make the update real
     b = host.tokenizer(TEXTS, padding=True, return_tensors="pt")
+    out = lambda o: o.last_hidden_state if family == "bert" else o.logits  # noqa: E731
     with torch.no_grad():
-        before = model(**b).last_hidden_state
-        merge_lora(model)
-        after = model(**b).last_hidden_state
-    assert not any(isinstance(m, LoRALinear) for m in model.modules())
-    assert set(model.state_dict()) == set(host.model.state_dict())
-    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+        before = out(model(**b))
+        merged = merge_lora(adapters)
+        after = out(merged(**b))
+    assert merged is model and set(model.state_dict()) == keys
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
 
 
 def test_stage1_visits_every_cache_file_once_per_pass_in_a_seeded_order():
@@ -101,3 +115,25 @@ def test_stage2_runs_any_step_count(tiny_models, tmp_path):
 def _logged_steps(log_dir):
     with (log_dir / "stage2" / "metrics.csv").open() as f:
         return [row["step"] for row in csv.DictReader(f) if row.get("step")]
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_stage2_lora_trains_adapters_and_leaves_the_host_structure(tiny_models, tmp_path, family):
+    """``stage2.train=lora`` trains the graft and the adapters only; after merging, every host
+    weight that had an adapter has changed, the model has the host's keys, nothing else moved."""
+    host = load_host(str(tiny_models[family]))
+    student = copy.deepcopy(host.model)
+    wrappers = graft(student, host.family, load_plan("linear_50"))
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    cfg = {"lr": 1e-2, "train": "lora", "lora_rank": 2, "lora_alpha": 4, "steps": 3,
+           "temperature": 1.0, "accelerator": "cpu"}  # fmt: skip
+    data = batches(host.tokenizer, TEXTS, 2, 32)
+    result = stage2.train(host, student, host.model, list(wrappers.values()), data, cfg,
+                          tmp_path / "logs", progress=False)  # fmt: skip
+    after = student.state_dict()
+    assert set(after) == set(before) and result["trainable_params"] > 0
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    adapted = {f"{n}.weight" for n in lora_targets(student, [*wrappers.values(), student.get_output_embeddings()])}  # fmt: skip
+    assert adapted and adapted <= changed  # GPT-2's Conv1D layers included
+    grafted = {f"{n}.{k}" for n, m in student.named_modules() if m in wrappers.values() for k in m.state_dict()}  # fmt: skip
+    assert changed <= adapted | grafted
