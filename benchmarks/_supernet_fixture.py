@@ -153,7 +153,8 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (UsageError, *USER_ERRORS) as e:
+    # the benchmarks still check their arguments with ValueError (not yet UsageError)
+    except (*USER_ERRORS, ValueError, KeyError) as e:
         if os.environ.get("NAS_TRACEBACK"):
             raise
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

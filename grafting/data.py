@@ -51,6 +51,12 @@ def source_texts(source: str) -> list[tuple[str, list[str]]]:
     ]
 
 
+def check_source(source: str) -> None:
+    """``FileNotFoundError`` unless ``source`` names text (checked before any work)."""
+    if source != PYDOC:
+        source_files(source)
+
+
 def source_files(source: str) -> list[Path]:
     """The text files of a source setting (see the module docstring)."""
     if source == "corpus":

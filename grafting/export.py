@@ -1,7 +1,9 @@
 """``python -m grafting.export run=GRAFT_OUT out=DIR [onnx.shape=[B,L]] [onnx.dynamic=false]``
 
 Turns a grafted model (the folder ``python -m grafting.graft`` writes) into a standalone folder:
-``model.safetensors`` (the grafted weights), ``config.json`` (the host's Hugging Face config),
+``grafted.safetensors`` (the grafted weights; not ``model.safetensors``, so that
+``transformers.AutoModel.from_pretrained`` refuses the folder instead of loading the host
+architecture with half its weights), ``config.json`` (the host's Hugging Face config),
 ``plan.yaml``, ``graft_config.yaml`` (the graft's resolved configuration), ``report.json``, the
 tokenizer (and sentence-transformers pooling files), ``model.onnx`` (the forward on
 ``input_ids`` + ``attention_mask``, checked against PyTorch with onnxruntime),
@@ -22,15 +24,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig
 from safetensors.torch import save_file
 
 from common.atomic import atomic_dir
+from search_spaces.checks import check_int, parse_shape
 from search_spaces.cli import UsageError, run_cli
 
-SOURCE_WEIGHTS = ("grafted.safetensors", "model.safetensors")  # a graft run, or an export
-WEIGHTS, REFERENCE, RECORD, CARD = "model.safetensors", "reference.safetensors", "export.json", "README.md"  # fmt: skip
-RENAMED = {"grafted.safetensors": WEIGHTS, "config.yaml": "graft_config.yaml"}
+SOURCE_WEIGHTS = (
+    "grafted.safetensors",
+    "model.safetensors",
+)  # a graft run or export (or an older export)
+WEIGHTS, REFERENCE, RECORD, CARD = "grafted.safetensors", "reference.safetensors", "export.json", "README.md"  # fmt: skip
+RENAMED = {"model.safetensors": WEIGHTS, "config.yaml": "graft_config.yaml"}
 NOT_COPIED = {"model.onnx", REFERENCE, RECORD, CARD}  # rewritten by every export
 
 
@@ -59,12 +65,10 @@ def check_out(cfg: DictConfig, run: Path) -> Path:
 
 def check_shape(shape: Any, max_len: int) -> tuple[tuple[int, int], list[str]]:
     """``onnx.shape`` as ``(batch, length)``, the length capped at the model's maximum."""
-    shape = OmegaConf.to_container(shape) if isinstance(shape, ListConfig) else shape
-    if not (isinstance(shape, list | tuple) and len(shape) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):  # fmt: skip
-        raise UsageError(f"onnx.shape must be [batch, length] with positive integers, got {shape!r}")  # fmt: skip
-    if shape[1] > max_len:
-        return (shape[0], max_len), [f"length {shape[1]} capped at the model's maximum {max_len}"]
-    return (shape[0], shape[1]), []
+    batch, length = parse_shape("onnx.shape", shape)
+    if length > max_len:
+        return (batch, max_len), [f"length {length} capped at the model's maximum {max_len}"]
+    return (batch, length), []
 
 
 def load_grafted(run: Path) -> Any:
@@ -79,7 +83,7 @@ def load_grafted(run: Path) -> Any:
 
 
 def copy_files(run: Path, dest: Path) -> None:
-    """The graft folder's files (weights and configuration renamed, see ``RENAMED``) and the
+    """The graft folder's files (an older export's weights and the configuration renamed, see ``RENAMED``) and the
     sentence-transformers module folders named in ``modules.json``."""
     for p in sorted(run.iterdir()):
         if p.is_file() and not p.name.startswith(".") and p.name not in NOT_COPIED:
@@ -184,6 +188,7 @@ def _yaml(path: Path) -> dict | None:
 
 
 def export(cfg: DictConfig, argv: Sequence[str] = ()) -> int:
+    check_int("threads", cfg.threads, optional=True)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     run = check_run(cfg.run)

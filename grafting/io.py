@@ -27,7 +27,7 @@ from grafting.plan import GraftPlan, load_plan
 from grafting.surgery import graft
 
 WEIGHTS = "grafted.safetensors"
-EXPORTED_WEIGHTS = "model.safetensors"  # the name in a ``python -m grafting.export`` folder
+EXPORTED_WEIGHTS = "model.safetensors"  # the name in exports older than 2026-11-30
 POOLING_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from grafting import stage1, stage2
 from grafting.checkpoints import Host, load_host
 from grafting.data import (
     batches,
+    check_source,
     passages,
     sample,
     sentences,
@@ -23,7 +25,7 @@ from grafting.data import (
     token_windows,
 )
 from grafting.io import save
-from grafting.plan import load_plan
+from grafting.plan import GraftPlan, load_plan
 from grafting.report import (
     count_params,
     decode_throughput,
@@ -32,7 +34,46 @@ from grafting.report import (
     generation_sample,
     latency,
 )
+from grafting.resume import ResumeDir
 from grafting.surgery import graft
+from search_spaces.checks import check_choice, check_int, check_number, parse_shape, user_input
+from search_spaces.cli import UsageError
+
+
+def check_settings(cfg: dict[str, Any], train_modes: Sequence[str] = stage2.TRAIN_MODES) -> None:
+    """The settings every graft shares (threads, stage 1, stage 2), checked before the host is
+    loaded: a bad one would otherwise stop the run after minutes, or be silently accepted."""
+    check_int("threads", cfg.get("threads"), optional=True)
+    s1, s2 = cfg["stage1"], cfg["stage2"]
+    check_int("stage1.steps", s1["steps"], minimum=0)
+    check_number("stage1.lr", s1["lr"], above=0)
+    with user_input("stage1.loss"):
+        stage1.slot_losses(s1["loss"])
+    check_int("stage2.steps", s2["steps"], minimum=0)
+    check_number("stage2.lr", s2["lr"], above=0)
+    check_int("stage2.checkpoint_every", s2.get("checkpoint_every", 1))
+    check_choice("stage2.train", s2.get("train", "grafted"), train_modes)
+
+
+def check_text_settings(cfg: dict[str, Any]) -> None:
+    """The ``text`` and ``report`` settings of a text host (``conf/graft.yaml``)."""
+    t, r = cfg["text"], cfg["report"]
+    check_number("text.eval_fraction", t["eval_fraction"], above=0, below=1)
+    check_number("text.validation_fraction", t.get("validation_fraction", 0.0), at_least=0, below=1)  # fmt: skip
+    for name in ("calib_sentences", "calib_passages"):
+        check_int(f"text.{name}", t[name], minimum=0)
+    check_int("text.batch_size", t["batch_size"])
+    parse_shape("text.passage_tokens", t["passage_tokens"], length=None)
+    for name in ("sentences", "passages", "windows", "sample_tokens", "decode_tokens"):
+        check_int(f"report.{name}", r.get(name, 0), minimum=0)
+    for name in ("batch_size", "rounds", "window_tokens"):
+        check_int(f"report.{name}", r[name])
+    check_number("report.min_run_time", r["min_run_time"], above=0)
+    parse_shape("report.lengths", r["lengths"], length=None)
+    check_source(str(t["source"]))
+    if r.get("ood_source"):
+        with user_input("report.ood_source"):
+            check_source(str(r["ood_source"]))
 
 
 def text_sets(host: Host, cfg: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -71,6 +112,12 @@ def prepare_tokenizer(host: Host) -> None:
         tok.pad_token = tok.eos_token or tok.unk_token
 
 
+def read_plan(name_or_path: Any) -> GraftPlan:
+    """The plan the ``plan=`` setting names; any problem is a ``UsageError`` naming it."""
+    with user_input(f"plan={name_or_path}"):
+        return load_plan(name_or_path)
+
+
 def default_out(cfg: dict[str, Any]) -> Path:
     name = Path(str(cfg["plan"])).stem
     return Path(cfg.get("out") or f"runs/graft-{name}")
@@ -81,6 +128,8 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     ``grafting.dit.graft.run_dit``.)"""
     times: dict[str, float] = {}
     seed = int(cfg.get("seed", 0))
+    check_settings(cfg)
+    check_text_settings(cfg)
     torch.manual_seed(seed)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
@@ -90,23 +139,35 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     progress = bool(cfg.get("progress", True))
 
     start = time.perf_counter()
-    plan = load_plan(cfg["plan"])
+    plan = read_plan(cfg["plan"])
     if plan.restructure:
-        raise ValueError(f"plan {plan.name!r}: restructure={plan.restructure} is for DiT hosts")
-    host = load_host(cfg["base"])
+        raise UsageError(f"plan {plan.name!r}: restructure={plan.restructure} is for DiT hosts")
+    with user_input(f"base={cfg['base']}"):
+        host = load_host(cfg["base"])
     teacher = host.model.requires_grad_(False)
     student = copy.deepcopy(teacher)
-    wrappers = graft(student, host.family, plan)  # validates the whole plan before changing
+    with user_input(f"plan={cfg['plan']}"):
+        wrappers = graft(student, host.family, plan)  # validates the whole plan before changing
     prepare_tokenizer(host)
-    texts = text_sets(host, cfg, seed)
+    with user_input("text"):
+        texts = text_sets(host, cfg, seed)
     bs = int(cfg["text"]["batch_size"])
     calib = batches(host.tokenizer, texts["calibration"], bs, host.max_len)
     times["load"] = time.perf_counter() - start
 
-    s1 = dict(cfg["stage1"])
-    result1, times["stage1"] = stage1.run(teacher, host.family, wrappers, calib, s1, progress, seed)
+    resume = ResumeDir(out, cfg)
+    result1 = resume.load_stage1(wrappers) if resume.open() else None
+    if result1 is None:
+        s1 = dict(cfg["stage1"])
+        result1, times["stage1"] = stage1.run(teacher, host.family, wrappers, calib, s1, progress, seed)  # fmt: skip
+        resume.save_stage1(wrappers, result1)
+    else:
+        times["stage1"] = 0.0
+        if progress:
+            print(f"stage 1: reusing its result in {resume.path}", flush=True)
 
     start = time.perf_counter()
+    torch.manual_seed(seed + 1)  # stage 2 starts from the same state whether stage 1 ran or not
     result2 = stage2.train(
         host,
         student,
@@ -116,6 +177,8 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         dict(cfg["stage2"]),
         out.parent / f".{out.name}-logs",
         progress=progress,
+        checkpoints=resume.checkpoints,
+        seed=seed,
     )
     times["stage2"] = time.perf_counter() - start
 
@@ -152,6 +215,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         report=report,
         overwrite=bool(cfg.get("overwrite")),
     )
+    resume.remove()
     report["out"] = str(out)
     return report
 

@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from common.atomic import atomic_dir
+from common.device import check_device
 from nas.latency import measure
 from nas.model_card import model_card
 from nas.portable import write_portable
@@ -35,6 +36,7 @@ from nas.study import pareto_trials
 from nas.tasks import get_task
 from nas.train_arch import init_model, train_model
 from search_spaces import Arch, save_exported
+from search_spaces.checks import check_int, check_number, parse_shape, user_input
 from search_spaces.cli import UsageError, import_plugins, run_cli
 from supernet.io import load_supernet
 
@@ -49,7 +51,7 @@ def load_run(cfg: DictConfig) -> tuple[Path | None, dict[str, Any], optuna.Study
         run_dir = Path(cfg.run)
         if not (run_dir / RUN_FILE).is_file():
             raise UsageError(f"run={cfg.run}: no {RUN_FILE} there (not a search run directory)")
-        run = json.loads((run_dir / RUN_FILE).read_text())
+        run = read_run(run_dir / RUN_FILE)
         storage, name = cfg.storage or run.get("storage"), cfg.study_name or run.get("study_name")
         if storage and storage.startswith("sqlite:///") and not Path(storage[10:]).exists():
             if (run_dir / "study.db").is_file():  # the run directory was moved or copied
@@ -62,20 +64,37 @@ def load_run(cfg: DictConfig) -> tuple[Path | None, dict[str, Any], optuna.Study
         run_dir = Path(study.user_attrs["run_dir"])
         if not (run_dir / RUN_FILE).is_file():
             raise UsageError(f"study {cfg.study_name!r} names run_dir={run_dir}, which has no {RUN_FILE}")  # fmt: skip
-        return run_dir, json.loads((run_dir / RUN_FILE).read_text()), study
+        return run_dir, read_run(run_dir / RUN_FILE), study
     if isinstance(study.user_attrs.get("run"), dict):
         return None, study.user_attrs["run"], study
     raise UsageError(f"study {cfg.study_name!r} records no run (user attribute `run_dir`); use run=RUN_DIR")  # fmt: skip
 
 
+def read_run(path: Path) -> dict[str, Any]:
+    """A run's ``run.json``: a mapping (``UsageError`` naming the file otherwise)."""
+    with user_input(str(path)):
+        run = json.loads(path.read_text())
+    if not isinstance(run, dict):
+        raise UsageError(f"{path}: expected a JSON mapping, got {type(run).__name__}")
+    return run
+
+
 def _load_study(storage: str | None, name: str | None) -> optuna.Study:
+    """The study ``name`` in ``storage``; a SQLite file must exist (Optuna would create it)."""
+    import sqlalchemy.exc
+
     if not storage or not name:
         raise UsageError(f"the run names no study (storage={storage!r}, study_name={name!r})")
+    if storage.startswith("sqlite:///") and not Path(storage[10:]).is_file():
+        raise UsageError(f"storage {storage}: no such SQLite file")
     try:
         return optuna.load_study(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler())  # fmt: skip
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
         raise UsageError(f"no study {name!r} in {storage}; studies there: {', '.join(names) or 'none'}") from None  # fmt: skip
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        reason = str(getattr(e, "orig", None) or e).splitlines()[0]
+        raise UsageError(f"storage {storage}: cannot be read as an Optuna study ({reason})") from None  # fmt: skip
 
 
 def choose_trials(
@@ -112,7 +131,7 @@ def pareto_rows(run_dir: Path | None) -> dict[int, dict[str, str]] | None:
     path = run_dir / PARETO_FILE if run_dir else None
     if path is None or not path.is_file():
         return None
-    with path.open(newline="") as f:
+    with path.open(newline="") as f, user_input(str(path)):
         return {int(row["trial"]): row for row in csv.DictReader(f)}
 
 
@@ -202,23 +221,50 @@ def export_trial(trial: optuna.trial.FrozenTrial, dest: Path, ctx: dict[str, Any
     return info
 
 
-def export(cfg: DictConfig, argv: Sequence[str] = ()) -> int:
-    import_plugins(cfg)
+def check_settings(cfg: DictConfig) -> Path:
+    """Every setting, checked before the run is read (a bad one would otherwise fail after the
+    trials are trained and exported); returns the export folder."""
     if not cfg.out:
         raise UsageError("choose the export folder with out=DIR")
     out = Path(cfg.out)
     if out.exists() and not cfg.overwrite:
         raise UsageError(f"out={out} already exists; choose another folder or add overwrite=true")
-    if not isinstance(cfg.finetune_steps, int) or cfg.finetune_steps < 0:
-        raise UsageError(f"finetune_steps must be a non-negative integer, got {cfg.finetune_steps!r}")  # fmt: skip
+    check_int("finetune_steps", cfg.finetune_steps, minimum=0)
     if cfg.retrain and cfg.finetune_steps == 0:
         raise UsageError("retrain=true trains from scratch for finetune_steps steps: set finetune_steps=K > 0")  # fmt: skip
+    check_int("eval_batches", cfg.eval_batches, optional=True)
+    lat, t = cfg.latency, cfg.train
+    with user_input("latency.device"):
+        check_device(lat.device)
+    check_int("latency.threads", lat.threads, optional=True)
+    check_int("latency.min_runs", lat.min_runs)
+    check_number("latency.min_run_time", lat.min_run_time, above=0)
+    check_number("train.lr", t.lr, above=0)
+    check_number("train.weight_decay", t.weight_decay, at_least=0)
+    check_int("train.warmup_steps", t.warmup_steps, minimum=0)
+    check_int("train.batch_size", t.batch_size, optional=True)
+    check_int("train.val_every", t.val_every, optional=True)
+    return out
+
+
+def check_shapes(cfg: DictConfig, latency_shape: Sequence[int]) -> None:
+    """``onnx.shape`` and ``latency.shape``: null, or inputs of the task's rank."""
+    for name, value in (("onnx.shape", cfg.onnx.shape), ("latency.shape", cfg.latency.shape)):
+        parse_shape(name, value, length=len(latency_shape), optional=True)
+
+
+def export(cfg: DictConfig, argv: Sequence[str] = ()) -> int:
+    import_plugins(cfg)
+    out = check_settings(cfg)
     run_dir, run, study = load_run(cfg)
     trials_sel = cfg.trials
     if isinstance(trials_sel, ListConfig):
         trials_sel = OmegaConf.to_container(trials_sel)
     trials = choose_trials(study, trials_sel, run.get("direction", "maximize"))
-    task = get_task(run["task"])
+    with user_input(f"{run_dir / RUN_FILE if run_dir else 'the study'}: task"):
+        task = get_task(run["task"])
+    latency_shape = run.get("latency_shape") or list(task.latency_shape)
+    check_shapes(cfg, latency_shape)
     supernet_dir = Path(run.get("supernet", "supernet"))
     if not supernet_dir.is_absolute() and run_dir is not None:
         supernet_dir = run_dir / supernet_dir
@@ -226,8 +272,7 @@ def export(cfg: DictConfig, argv: Sequence[str] = ()) -> int:
     ctx = {
         "cfg": cfg, "task": task, "run": run, "run_dir": run_dir, "study": study, "supernet": supernet,
         "supernet_dir": supernet_dir, "storage": cfg.storage or run.get("storage"), "rows": pareto_rows(run_dir),
-        "latency_shape": run.get("latency_shape") or list(task.latency_shape),
-        "command": " ".join(["python -m nas.export", *argv]),
+        "latency_shape": latency_shape, "command": " ".join(["python -m nas.export", *argv]),
     }  # fmt: skip
     with atomic_dir(out) as tmp:
         infos = [export_trial(t, tmp / f"trial_{t.number}", ctx) for t in tqdm(trials, desc="export", unit="trial", disable=not cfg.progress)]  # fmt: skip

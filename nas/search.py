@@ -47,11 +47,12 @@ from nas.study import (
 )
 from nas.tasks import Task, get_task
 from search_spaces import Arch
+from search_spaces.checks import check_int, parse_shape, user_input
 from search_spaces.cli import UsageError, compose_config, import_plugins, run_cli, space_from_config
 from search_spaces.space import SearchSpace
 from supernet.io import load_supernet
 from supernet.supernet import Supernet
-from supernet.train import train_supernet
+from supernet.train import check_training, train_supernet
 
 
 @dataclass
@@ -91,16 +92,19 @@ def identity(cfg: DictConfig, space: SearchSpace, task: Task, shape: tuple) -> d
     }
 
 
+def given_supernet(cfg: DictConfig, space: SearchSpace, task: Task) -> Supernet | None:
+    """The supernet at ``supernet_path`` (checked before the run folder is made), or None."""
+    if not cfg.supernet_path:
+        return None
+    supernet, meta = load_supernet(cfg.supernet_path)
+    if meta["space"] != space.data or supernet.head_spec != task.head():
+        raise UsageError(f"supernet_path {cfg.supernet_path} was trained for another space or task head")  # fmt: skip
+    return supernet
+
+
 def obtain_supernet(cfg: DictConfig, space: SearchSpace, task: Task, run: RunDir) -> Supernet:
-    """The supernet at ``supernet_path``, the finished one in the run directory, or a newly
-    trained (or resumed) one saved there."""
-    if cfg.supernet_path:
-        supernet, meta = load_supernet(cfg.supernet_path)
-        if meta["space"] != space.data or supernet.head_spec != task.head():
-            raise UsageError(
-                f"supernet_path {cfg.supernet_path} was trained for another space or task head"
-            )
-        return supernet
+    """The finished supernet in the run directory, or a newly trained (or resumed) one saved
+    there."""
     meta_file = run.supernet / "supernet.json"
     if meta_file.is_file():
         supernet, meta = load_supernet(run.supernet)
@@ -277,47 +281,39 @@ def report(study: optuna.Study, scorer: Scorer, cfg: DictConfig, run: RunDir) ->
     return SearchResult(study, front, baseline, run.path)
 
 
-def _positive_int(name: str, value: object, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UsageError(f"{name} must be a positive integer{' or null' if optional else ''}, got {value!r}")  # fmt: skip
-
-
-def validate(cfg: DictConfig) -> None:
+def validate(cfg: DictConfig, task: Task) -> None:
     """Every search setting checked before any work (a supernet trains for minutes)."""
     s, lat = cfg.search, cfg.latency
     if s.sampler not in SAMPLERS:
         raise UsageError(f"search.sampler must be one of {', '.join(SAMPLERS)}, got {s.sampler!r}")
     if s.latency not in MODES:
         raise UsageError(f"search.latency must be one of {', '.join(MODES)}, got {s.latency!r}")
-    _positive_int("search.n_trials", s.n_trials)
-    _positive_int("search.val_batches", s.val_batches, optional=True)
-    _positive_int("search.population_size", s.population_size, optional=True)
-    _positive_int("latency.threads", lat.threads)
-    _positive_int("latency.repeats", lat.repeats)
+    check_int("search.n_trials", s.n_trials)
+    check_int("search.val_batches", s.val_batches, optional=True)
+    check_int("search.population_size", s.population_size, optional=True)
+    check_int("latency.threads", lat.threads)
+    check_int("latency.repeats", lat.repeats)
     if s.timeout_s is not None and (isinstance(s.timeout_s, bool) or not isinstance(s.timeout_s, int | float) or s.timeout_s <= 0):  # fmt: skip
         raise UsageError(f"search.timeout_s must be a positive number of seconds or null, got {s.timeout_s!r}")  # fmt: skip
     if lat.device not in ("cpu", "cuda"):
         raise UsageError(f"latency.device must be cpu or cuda, got {lat.device!r}")
-    shape = lat.shape
-    if shape is not None and (len(shape) != 2 or not all(isinstance(n, int) and n > 0 for n in shape)):  # fmt: skip
-        raise UsageError(f"latency.shape must be [batch, length] of positive integers or null, got {list(shape)!r}")  # fmt: skip
-    _positive_int("search.heartbeat_interval", s.heartbeat_interval, optional=True)
-    _positive_int("search.grace_period", s.grace_period, optional=True)
+    parse_shape("latency.shape", lat.shape, length=len(task.latency_shape), optional=True)
+    check_int("search.heartbeat_interval", s.heartbeat_interval, optional=True)
+    check_int("search.grace_period", s.grace_period, optional=True)
     if s.storage:
         check_storage(s.storage)
+    if not cfg.supernet_path:
+        check_training(cfg)
 
 
 def run_search(cfg: DictConfig) -> SearchResult:
     """Run (or resume) the search a composed ``conf/search.yaml`` config describes."""
     import_plugins(cfg)
     space = space_from_config(cfg)
-    try:
+    with user_input("task"):
         task = get_task(cfg.task)
-    except ValueError as e:
-        raise UsageError(f"task: {e}") from None
-    validate(cfg)
+    validate(cfg, task)
+    given = given_supernet(cfg, space, task)
     s = cfg.search
     head = task.head()
     shape = tuple(cfg.latency.shape or task.latency_shape)
@@ -325,7 +321,7 @@ def run_search(cfg: DictConfig) -> SearchResult:
     resuming = run.claim(identity(cfg, space, task, shape))
     print(f"{'resuming' if resuming else 'starting'} search in {run.path}", flush=True)
 
-    supernet = obtain_supernet(cfg, space, task, run)
+    supernet = given or obtain_supernet(cfg, space, task, run)
     storage = s.storage or f"sqlite:///{run.study_db.resolve()}"
     study_name = s.study_name or f"{space.name}-{task.name}"
     fingerprint = device_fingerprint(cfg.latency.device, cfg.latency.threads)

@@ -75,6 +75,21 @@ def check_storage(url: str, key: str = "search.storage") -> None:
         folder = Path(parsed.database).parent
         if not folder.is_dir():
             raise UsageError(f"{key} {url!r}: the folder {folder} does not exist")
+        if Path(parsed.database).is_file():
+            _check_sqlite_file(Path(parsed.database), key)
+
+
+def _check_sqlite_file(path: Path, key: str) -> None:
+    """An existing SQLite file must be a database (a truncated or foreign file is refused
+    before a supernet trains for minutes); opened read-only, nothing is created."""
+    import sqlite3
+    from contextlib import closing
+
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+            con.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as e:
+        raise UsageError(f"{key}: {path} is not a usable SQLite database ({e})") from None
 
 
 def open_storage(

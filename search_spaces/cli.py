@@ -1,6 +1,10 @@
 """What every command line of the platform shares: composing the Hydra config from ``conf/``,
 loading the space named by ``+space=``, importing user plugins, and turning user errors into one
 clear line on stderr with exit status 2 (``NAS_TRACEBACK=1`` shows the traceback instead).
+A user error is a ``UsageError`` (raised where a setting is checked, see
+``search_spaces.checks``, or by ``user_input`` where input enters), a Hydra composition error, or
+a missing file; anything else is a bug: its traceback is printed after a line saying so, and the
+command exits with status 1.
 ``--help`` prints the command's options (its config files with their comments, and the names each
 config group offers); ``--cfg job`` prints the composed config, as Hydra's own flag does.
 
@@ -23,29 +27,27 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from search_spaces.checks import first_line
 from search_spaces.config_paths import ENV_VAR, available, config_dirs
+from search_spaces.errors import UsageError
 from search_spaces.space import SearchSpace, load_space
 
-USER_ERRORS = (ValueError, FileNotFoundError, KeyError, HydraException, OmegaConfBaseException)
-
-
-class UsageError(Exception):
-    """A mistake in how a command was called; reported as one line, exit status 2."""
+# what a command reports as one line with exit status 2; FileNotFoundError: a path the user named
+USER_ERRORS = (UsageError, FileNotFoundError, HydraException, OmegaConfBaseException)
+INTERNAL_ERROR = "internal error (a bug, not your input): please report it with the traceback below"
 
 
 def compose_config(config_name: str, argv: Sequence[str]) -> DictConfig:
     """Compose ``conf/<config_name>.yaml`` with command-line ``key=value`` overrides.
 
-    ``+space=PATH.yaml`` (an existing file) is accepted besides ``+space=NAME``; user config
-    directories in ``NAS_CONFIG_PATH`` are searched before the packaged ``conf``."""
+    ``+space=PATH.yaml`` (a file, which must exist) is accepted besides ``+space=NAME``; user
+    config directories in ``NAS_CONFIG_PATH`` are searched before the packaged ``conf``."""
     overrides = []
     for arg in argv:
         key, _, value = arg.partition("=")
-        if (
-            key.lstrip("+") == "space"
-            and Path(value).suffix in (".yaml", ".yml")
-            and Path(value).is_file()
-        ):
+        if key.lstrip("+") == "space" and Path(value).suffix in (".yaml", ".yml"):
+            if not Path(value).is_file():
+                raise UsageError(f"{arg}: no such file")
             arg = f"+space_file={Path(value).resolve()}"
         overrides.append(arg)
     user_dirs = [str(d) for d in config_dirs()[:-1]]
@@ -62,6 +64,18 @@ def import_plugins(cfg: DictConfig) -> None:
             importlib.import_module(module)
         except ImportError as e:
             raise UsageError(f"plugin {module!r} could not be imported: {e}") from None
+
+
+def import_callable(field: str, path: str) -> Callable:
+    """The callable at the dotted ``path`` a config ``field`` names (e.g. ``task_factory``)."""
+    module, _, attr = str(path).rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise UsageError(f"{field}={path} cannot be imported: {e}") from None
+    if not callable(obj):
+        raise UsageError(f"{field}={path} is not callable")
+    return obj
 
 
 def space_from_config(cfg: DictConfig) -> SearchSpace:
@@ -109,10 +123,23 @@ def usage(config_name: str) -> str:
     ])  # fmt: skip
 
 
+def _message(e: BaseException) -> str:
+    """The one line a user error is reported with; an unknown config group option lists the
+    available ones."""
+    text = str(e)
+    if "Could not find 'space/" in text or "Could not load 'space/" in text:
+        return f"unknown search space; available: {', '.join(available('space'))} (or +space=path/to/space.yaml)"  # fmt: skip
+    found = re.search(r"Could not find '(\w+)/", text)
+    if found and available(found.group(1)):
+        return f"{first_line(e)}; available: {', '.join(available(found.group(1)))}"
+    return first_line(e)
+
+
 def run_cli(
     main: Callable[[DictConfig], int | None], config_name: str, argv: Sequence[str] | None = None
 ) -> int:
-    """Compose the config and run ``main``; user errors become one line and exit status 2.
+    """Compose the config and run ``main``; user errors (``USER_ERRORS``) become one line and
+    exit status 2, any other exception is re-raised after a line saying it is a bug.
     ``--help``/``-h`` prints ``usage``; ``--cfg job`` prints the composed config; both exit 0."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--help" in argv or "-h" in argv:
@@ -129,20 +156,23 @@ def run_cli(
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (UsageError, *USER_ERRORS) as e:
+    except USER_ERRORS as e:
         if os.environ.get("NAS_TRACEBACK"):
             raise
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "Could not find 'space/" in str(e) or "Could not load 'space/" in str(e):
-            message = f"unknown search space; available: {', '.join(available('space'))} (or +space=path/to/space.yaml)"
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {_message(e)}", file=sys.stderr)
         return 2
+    except Exception:
+        print(INTERNAL_ERROR, file=sys.stderr, flush=True)
+        raise
 
 
 __all__ = [
     "ENV_VAR",
+    "INTERNAL_ERROR",
+    "USER_ERRORS",
     "UsageError",
     "compose_config",
+    "import_callable",
     "import_plugins",
     "run_cli",
     "space_from_config",

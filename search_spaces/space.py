@@ -38,10 +38,12 @@ import yaml
 
 from search_spaces.arch import Arch, HeadSpec, LayerSpec, LoopSpec, OpSpec
 from search_spaces.config_paths import find_config
+from search_spaces.errors import UsageError
 from search_spaces.registry import check_hparams, get_op
 
 REFERENCES = ("baseline", "teacher", "smallest")
-LOOP_KEYS = ("begin", "middle", "end", "repeats", "streams")
+LOOP_GROUPS = ("begin", "middle", "end")  # layers per group (0: none)
+LOOP_KEYS = (*LOOP_GROUPS, "repeats", "streams")
 
 
 class Suggester(Protocol):
@@ -73,8 +75,9 @@ class _Replay:
         return self.params[name]
 
 
-class SpaceError(ValueError):
-    """A malformed space file: says which file, which field and what was expected."""
+class SpaceError(UsageError, ValueError):
+    """A malformed space file: says which file, which field and what was expected (a user
+    error for the commands; a ``ValueError`` for code that catches those)."""
 
     def __init__(self, source: str, field: str, expected: str, got: Any) -> None:
         super().__init__(f"{source}: field `{field}`: expected {expected}, got {got!r}")
@@ -107,6 +110,16 @@ def _choices(source: str, field: str, value: Any, allow_scalar: bool = True) -> 
     if allow_scalar and value is not None and not isinstance(value, Mapping):
         return (value,)
     raise SpaceError(source, field, "a list of choices", value)
+
+
+def _int_choices(source: str, field: str, value: Any, minimum: int = 1) -> tuple[int, ...]:
+    """Choices that must be integers >= ``minimum`` (widths, depths, loop group sizes)."""
+    choices = _choices(source, field, value)
+    for c in choices:
+        if isinstance(c, bool) or not isinstance(c, int) or c < minimum:
+            kind = "positive integers" if minimum == 1 else f"integers >= {minimum}"
+            raise SpaceError(source, field, f"choices that are {kind}", c)
+    return choices
 
 
 def _op_choices(source: str, field: str, kind: str, value: Any) -> tuple[OpChoices, ...]:
@@ -154,7 +167,7 @@ class SearchSpace:
         self.head_dim = data.get("head_dim", 64)
         if not isinstance(self.head_dim, int) or self.head_dim < 1:
             raise SpaceError(source, "head_dim", "a positive integer", self.head_dim)
-        self.dims = _choices(source, "dim", data.get("dim"))
+        self.dims = _int_choices(source, "dim", data.get("dim"))
         self.norms = _op_choices(source, "norm", "norm", data.get("norm", ["layernorm"]))
         self.blocks = _choices(source, "block", data.get("block", ["sequential"]))
         self.norm_placements = _choices(
@@ -166,11 +179,14 @@ class SearchSpace:
         loop = data.get("loop")
         if loop is None:
             self.loop = None
-            self.depths = _choices(source, "depth", data.get("depth"))
+            self.depths = _int_choices(source, "depth", data.get("depth"))
         else:
             if not isinstance(loop, Mapping) or set(loop) != set(LOOP_KEYS):
                 raise SpaceError(source, "loop", f"a mapping with keys {LOOP_KEYS}", loop)
-            self.loop = {k: _choices(source, f"loop.{k}", loop[k]) for k in LOOP_KEYS}
+            self.loop = {
+                k: _int_choices(source, f"loop.{k}", loop[k], 0 if k in LOOP_GROUPS else 1)
+                for k in LOOP_KEYS
+            }
             if min(self.loop["begin"]) + min(self.loop["middle"]) + min(self.loop["end"]) < 1:
                 raise SpaceError(
                     source, "loop", "choices that always give at least one layer", loop

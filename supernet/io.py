@@ -8,10 +8,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from common.atomic import atomic_path
 from search_spaces import HeadSpec
+from search_spaces.errors import BadFileError
 from search_spaces.space import SearchSpace
 from supernet.supernet import Supernet
 
@@ -33,19 +35,38 @@ def save_supernet(supernet: Supernet, directory: str | os.PathLike, **extra: Any
     return directory
 
 
+def read_meta(path: Path) -> dict[str, Any]:
+    """``supernet.json``: a mapping with the ``space`` and ``head`` a supernet was built with."""
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadFileError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or not {"space", "head"} <= set(meta):
+        raise BadFileError(f"{path}: expected a mapping with `space` and `head`")
+    return meta
+
+
 def load_supernet(directory: str | os.PathLike) -> tuple[Supernet, dict[str, Any]]:
-    """The supernet saved in ``directory`` and its metadata."""
+    """The supernet saved in ``directory`` and its metadata; ``BadFileError`` (a ``ValueError``)
+    naming the file when one is damaged or does not match the other."""
     directory = Path(directory)
     weights, meta_path = directory / WEIGHTS, directory / META
     if not weights.is_file() or not meta_path.is_file():
         raise FileNotFoundError(f"no saved supernet in {directory} (expected {WEIGHTS} and {META})")
-    meta = json.loads(meta_path.read_text())
+    meta = read_meta(meta_path)
     space = SearchSpace(meta["space"], source=meta.get("space_source", str(meta_path)))
-    supernet = Supernet(space, head=HeadSpec(**meta["head"]))
-    state = load_file(str(weights))
+    try:
+        head = HeadSpec(**meta["head"])
+    except (TypeError, ValueError) as e:
+        raise BadFileError(f"{meta_path}: invalid `head` ({e})") from None
+    supernet = Supernet(space, head=head)
+    try:
+        state = load_file(str(weights))
+    except SafetensorError as e:
+        raise BadFileError(f"{weights}: not a readable safetensors file ({e})") from None
     missing, unexpected = supernet.weights.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(
+        raise BadFileError(
             f"{weights}: does not match its space (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     return supernet, meta

@@ -18,14 +18,21 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.utils import get_method
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from common.fit import fit
 from common.quiet import quiet_lightning
 from search_spaces import Arch
-from search_spaces.cli import UsageError, import_plugins, run_cli, space_from_config
+from search_spaces.checks import check_choice, check_int, check_number, user_input
+from search_spaces.cli import (
+    UsageError,
+    import_callable,
+    import_plugins,
+    run_cli,
+    space_from_config,
+)
 from search_spaces.space import SearchSpace
 from supernet.data import resumable_loader
 from supernet.io import save_supernet
@@ -55,23 +62,63 @@ def evaluate_subnets(
     return out
 
 
+LOGGERS = ("csv", "wandb")
+
+
 def make_logger(cfg: DictConfig, out: Path):
     if cfg.logger == "wandb":
         import os
 
         os.environ.setdefault("WANDB_MODE", "offline")
         return WandbLogger(save_dir=str(out), project="nas-supernet")
-    if cfg.logger != "csv":
-        raise UsageError(f"logger must be csv or wandb, got {cfg.logger!r}")
     return CSVLogger(save_dir=str(out), name="logs", version="")
+
+
+def check_training(cfg: DictConfig) -> None:
+    """The ``logger``, ``train`` and ``report`` settings, checked before anything is written (a
+    bad one would otherwise stop the run after the folder is made, or be silently accepted)."""
+    t, r = cfg.train, cfg.report
+    check_choice("logger", cfg.logger, LOGGERS)
+    for name in ("max_steps", "batch_size", "val_every"):
+        check_int(f"train.{name}", t[name])
+    for name in ("num_random", "teacher_steps", "warmup_steps"):
+        check_int(f"train.{name}", t[name], minimum=0)
+    check_number("train.limit_val_batches", t.limit_val_batches, above=0)
+    check_number("train.lr", t.lr, above=0)
+    check_number("train.temperature", t.temperature, above=0)
+    check_number("train.weight_decay", t.weight_decay, at_least=0)
+    check_number("train.distill_weight", t.distill_weight, at_least=0)
+    check_number("train.single_mixer_prob", t.single_mixer_prob, at_least=0, at_most=1)
+    check_int("report.random_subnets", r.random_subnets, minimum=0)
+    check_int("report.val_batches", r.val_batches)
+
+
+def check_out(out: Path) -> Path:
+    """``out`` as a folder to write into: it may exist (training resumes), but not as a file."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"out={out} is a file, not a folder")
+    return out
 
 
 def train(cfg: DictConfig) -> int:
     import_plugins(cfg)
     space = space_from_config(cfg)
-    task = get_method(cfg.task_factory)(cfg.task)
-    train_supernet(cfg, space, task, Path(cfg.out or f"runs/supernet-{space.name}-{task.name}"))
+    make_task = import_callable("task_factory", cfg.task_factory)
+    with user_input("task"):
+        task = make_task(cfg.task)
+    check_training(cfg)
+    out = check_out(Path(cfg.out or f"runs/supernet-{space.name}-{task.name}"))
+    train_supernet(cfg, space, task, out)
     return 0
+
+
+def trainer_settings(trainer: DictConfig) -> dict:
+    """``cfg.trainer`` for ``lightning.Trainer``; several devices train with DDP (gloo on CPU),
+    which must allow parameters a step's subnets leave unused."""
+    settings = OmegaConf.to_container(trainer, resolve=True)
+    if settings.get("devices", 1) not in (1, "1") and settings.get("strategy", "auto") == "auto":
+        settings["strategy"] = "ddp_find_unused_parameters_true"
+    return settings
 
 
 @quiet_lightning()
@@ -79,11 +126,13 @@ def train_supernet(cfg: DictConfig, space: SearchSpace, task, out: Path) -> tupl
     """Train the supernet of ``space`` on ``task`` with the ``seed``, ``logger``, ``train``,
     ``trainer`` and ``report`` settings of ``cfg`` (resuming from ``out/checkpoints/last.ckpt``
     when present); save it into ``out`` and return it with its saved metadata."""
+    check_training(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    with user_input(f"space {space.source}"):  # an operator refusing a value of the space file
+        supernet = Supernet(space, head=task.head())
     out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out / "config.yaml")
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
     t = cfg.train
-    supernet = Supernet(space, head=task.head())
     module = SupernetModule(
         supernet, task.loss, task.metric_counts, num_random=t.num_random, distill_weight=t.distill_weight,
         temperature=t.temperature, lr=t.lr, weight_decay=t.weight_decay, warmup_steps=t.warmup_steps,
@@ -114,7 +163,8 @@ def train_supernet(cfg: DictConfig, space: SearchSpace, task, out: Path) -> tupl
         ],
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        use_distributed_sampler=False,  # StepSampler splits each step's batch across processes
+        **trainer_settings(cfg.trainer),
     )
     if last.exists():
         print(f"resuming from {last}", file=sys.stderr)
@@ -122,15 +172,22 @@ def train_supernet(cfg: DictConfig, space: SearchSpace, task, out: Path) -> tupl
     train_loader = resumable_loader(
         data.train_dataloader(), t.max_steps, lambda: module.global_step, cfg.seed
     )
-    trainer.fit(
-        module, train_loader, data.val_dataloader(), ckpt_path=str(last) if last.exists() else None
+    fit(
+        trainer,
+        module,
+        train_loader,
+        data.val_dataloader(),
+        ckpt_path=str(last) if last.exists() else None,
+        weights_only=True,  # never unpickle: a checkpoint may come from someone else
     )
     seconds = time.perf_counter() - start
+    meta = {"task": OmegaConf.to_container(cfg.task, resolve=True), "steps": trainer.global_step,
+            "train_seconds": round(seconds, 1), "seed": cfg.seed}  # fmt: skip
+    if not trainer.is_global_zero:  # with several processes, the first one reports and saves
+        return supernet, meta
 
     supernet.eval()
     after = evaluate_subnets(supernet, task, subnets, data.val_dataloader(), cfg.report.val_batches)
-    meta = {"task": OmegaConf.to_container(cfg.task, resolve=True), "steps": trainer.global_step,
-            "train_seconds": round(seconds, 1), "seed": cfg.seed}  # fmt: skip
     save_supernet(supernet, out, **meta)
     write_report(out / "subnets.csv", subnets, before, after, task.metric_name)
     return supernet, meta

@@ -1,5 +1,5 @@
 """``python -m grafting.export run=<DiT graft> out=DIR`` for DiT grafts (``grafting.export`` hands
-them over): the graft folder's files (weights as ``model.safetensors``, the sample grids, plan,
+them over): the graft folder's files (weights as ``grafted.safetensors``, the sample grids, plan,
 report), ``model.onnx`` (``forward(x, t, y)`` at a fixed batch, checked against PyTorch with
 onnxruntime), ``reference.safetensors`` (inputs and PyTorch's outputs), ``export.json`` and a
 short ``README.md``. ``grafting.load(DIR)`` rebuilds the model."""

@@ -25,6 +25,7 @@ import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
+from common.fit import fit
 from common.quiet import quiet_lightning
 from grafting import stage1
 from grafting.dit.data import digits
@@ -35,8 +36,11 @@ from grafting.dit.report import evaluate
 from grafting.dit.train import DiffusionModule
 from grafting.families import get_family
 from grafting.io import save
-from grafting.plan import load_plan
+from grafting.pipeline import check_settings, read_plan
 from grafting.surgery import graft
+from search_spaces.checks import check_int, user_input
+
+TRAIN_MODES = ("grafted", "all")  # stage 2 of a DiT (no LoRA)
 
 
 def is_dit(base: Any) -> bool:
@@ -83,7 +87,7 @@ def finetune(
     if steps <= 0:
         return {"steps": 0, "seconds": 0.0}
     mode = str(s2.get("train", "grafted"))
-    if mode not in ("grafted", "all"):
+    if mode not in TRAIN_MODES:
         raise ValueError(f"stage2.train must be grafted or all for a DiT, but got {mode!r}")
     start = time.perf_counter()
     student.requires_grad_(mode == "all")
@@ -121,7 +125,7 @@ def finetune(
             enable_model_summary=False,
             deterministic=True,
         )
-        trainer.fit(module, loader)
+        fit(trainer, module, loader)
     student.load_state_dict(module.ema.state_dict())
     student.requires_grad_(False).eval()
     tail = module.losses[-max(1, steps // 10) :]
@@ -140,22 +144,28 @@ def run_dit(cfg: dict[str, Any]) -> dict[str, Any]:
     the report (also in ``out/report.json``), with the sample grids written to ``out``."""
     times: dict[str, float] = {}
     seed = int(cfg.get("seed", 0))
+    check_settings(cfg, train_modes=TRAIN_MODES)
+    d = cfg["data"]
+    check_int("data.calib_images", d["calib_images"])
+    check_int("data.batch_size", d["batch_size"])
     torch.manual_seed(seed)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
     out = Path(cfg.get("out") or f"runs/graft-{Path(str(cfg['plan'])).stem}")
     if out.exists() and any(out.iterdir()) and not cfg.get("overwrite"):
         raise FileExistsError(f"out {str(out)!r} exists and is not empty (set overwrite=true)")
-    progress, d = bool(cfg.get("progress", True)), cfg["data"]
+    progress = bool(cfg.get("progress", True))
 
     start = time.perf_counter()
-    plan = load_plan(cfg["plan"])
+    plan = read_plan(cfg["plan"])
     base = Path(str(cfg["base"])).expanduser()
-    teacher = load_dit(base).eval().requires_grad_(False)
-    family = get_family(teacher.config)
+    with user_input(f"base={cfg['base']}"):
+        teacher = load_dit(base).eval().requires_grad_(False)
+        family = get_family(teacher.config)
     student = copy.deepcopy(teacher)
     pairs = halve_depth(student) if plan.restructure else []
-    wrappers = graft(student, family, plan)  # validates the whole plan before changing
+    with user_input(f"plan={cfg['plan']}"):
+        wrappers = graft(student, family, plan)  # validates the whole plan before changing
     diffusion = GaussianDiffusion(learn_sigma=teacher.config.learn_sigma)
     calib = calibration(diffusion, int(d["calib_images"]), int(d["batch_size"]), seed)
     times["load"] = time.perf_counter() - start

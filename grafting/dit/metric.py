@@ -42,8 +42,8 @@ from torch import nn
 
 from common.atomic import atomic_path, atomic_write_text
 from grafting.dit.data import CHANNELS, IMAGE_SIZE, NUM_CLASSES, digits
-from grafting.dit.io import load_dit
-from grafting.dit.sample import class_grid, preset_alias
+from grafting.dit.sample import check_sampling, class_grid, load_base, preset_alias
+from search_spaces.checks import user_input
 from search_spaces.cli import UsageError, run_cli
 
 
@@ -199,16 +199,14 @@ def evaluate(
 
 
 def main_cfg(cfg: DictConfig) -> int:
+    check_sampling(cfg)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    if not cfg.base:
-        raise UsageError(
-            "choose the model with base=DIR (a DiT folder) or base=FILE.pt preset=NAME"
-        )
-    model = load_dit(cfg.base, preset=cfg.base_preset) if cfg.base_preset else load_dit(cfg.base)
+    model = load_base(cfg)
     if (model.config.input_size, model.config.in_channels) != (IMAGE_SIZE, CHANNELS):
         raise UsageError(f"the digit metric needs a {IMAGE_SIZE}x{IMAGE_SIZE}x{CHANNELS} DiT, but {cfg.base!r} is not")  # fmt: skip
-    clf = classifier(cfg.classifier, seed=int(cfg.classifier_seed))
+    with user_input(f"classifier={cfg.classifier}"):
+        clf = classifier(cfg.classifier, seed=int(cfg.classifier_seed))
     result = evaluate(
         model,
         clf,

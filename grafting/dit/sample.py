@@ -17,8 +17,9 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from common.atomic import atomic_path
-from grafting.dit.diffusion import GaussianDiffusion, sample_images
+from grafting.dit.diffusion import SAMPLERS, GaussianDiffusion, sample_images
 from grafting.dit.model import DiT
+from search_spaces.checks import check_choice, check_int, user_input
 from search_spaces.cli import UsageError, run_cli
 
 
@@ -61,19 +62,34 @@ def preset_alias(argv: Sequence[str] | None, key: str) -> list[str]:
     return [f"{key}={a.partition('=')[2]}" if a.startswith("preset=") else a for a in argv]
 
 
-def main_cfg(cfg: DictConfig) -> int:
-    from grafting.dit.io import load_dit
-
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
+def check_sampling(cfg: DictConfig) -> None:
+    """The settings ``sample`` and ``metric`` share, checked before the model is loaded."""
+    check_int("threads", cfg.threads, optional=True)
+    check_int("per_class", cfg.per_class)
+    check_choice("sampler", cfg.sampler, SAMPLERS)
+    check_int("steps", cfg.steps, maximum=1000)  # the training timesteps
     if not cfg.base:
         raise UsageError(
             "choose the model with base=DIR (a DiT folder) or base=FILE.pt preset=NAME"
         )
+
+
+def load_base(cfg: DictConfig) -> DiT:
+    """The DiT ``base=`` (and ``base_preset=``) name; problems are one ``UsageError`` naming it."""
+    from grafting.dit.io import load_dit
+
+    with user_input(f"base={cfg.base}"):
+        return load_dit(cfg.base, preset=cfg.base_preset) if cfg.base_preset else load_dit(cfg.base)  # fmt: skip
+
+
+def main_cfg(cfg: DictConfig) -> int:
+    check_sampling(cfg)
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
     out = Path(cfg.out)
     if out.exists() and not cfg.overwrite:
         raise UsageError(f"out {str(out)!r} exists (set overwrite=true)")
-    model = load_dit(cfg.base, preset=cfg.base_preset) if cfg.base_preset else load_dit(cfg.base)
+    model = load_base(cfg)
     images = class_grid(
         model,
         int(cfg.per_class),

@@ -38,6 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from common.atomic import atomic_dir
+from common.fit import fit
 from common.quiet import quiet_lightning
 from common.schedule import warmup_cosine
 from grafting.dit.data import CHANNELS, IMAGE_SIZE, NUM_CLASSES, digits
@@ -45,6 +46,7 @@ from grafting.dit.diffusion import GaussianDiffusion
 from grafting.dit.io import write_dit
 from grafting.dit.model import DiT, DiTConfig, forward_flops
 from grafting.dit.sample import class_grid, preset_alias, save_grid
+from search_spaces.checks import check_int, check_number, user_input
 from search_spaces.cli import UsageError, run_cli
 
 
@@ -112,25 +114,25 @@ def model_config(cfg: dict[str, Any]) -> DiTConfig:
     return config
 
 
-def check(cfg: dict[str, Any]) -> None:
+def check(cfg: dict[str, Any]) -> DiTConfig:
+    """The training settings, checked before anything is written; returns the model config."""
     for key in ("steps", "batch_size"):
-        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1:
-            raise ValueError(f"{key} must be a positive integer, but got {cfg[key]!r}")
-    if not 0 <= float(cfg["early_fraction"]) < 1:
-        raise ValueError(f"early_fraction must be in [0, 1), but got {cfg['early_fraction']!r}")
-    if not 0 <= float(cfg["ema_decay"]) < 1:
-        raise ValueError(f"ema_decay must be in [0, 1), but got {cfg['ema_decay']!r}")
+        check_int(key, cfg[key])
+    check_int("threads", cfg.get("threads"), optional=True)
+    check_number("early_fraction", cfg["early_fraction"], at_least=0, below=1)
+    check_number("ema_decay", cfg["ema_decay"], at_least=0, below=1)
+    with user_input("model"):
+        return model_config(cfg)
 
 
 def train(cfg: dict[str, Any]) -> dict[str, Any]:
     """Train and write ``cfg['out']`` (see the module docstring); returns train.json's content."""
-    check(cfg)
+    config = check(cfg)
     out = Path(cfg["out"])
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not cfg["overwrite"]:
         raise FileExistsError(f"out {str(out)!r} exists and is not empty (set overwrite=true)")
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
-    config = model_config(cfg)
     steps, batch_size, seed = int(cfg["steps"]), int(cfg["batch_size"]), int(cfg["seed"])
     early = max(1, round(float(cfg["early_fraction"]) * steps)) if cfg["early_fraction"] else -1
     L.seed_everything(seed, workers=False, verbose=False)
@@ -154,7 +156,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
             enable_model_summary=False,
         )
         start = time.perf_counter()
-        trainer.fit(module, loader)
+        fit(trainer, module, loader)
         seconds = time.perf_counter() - start
         teacher = module.ema.cpu().eval()
         write_dit(teacher, tmp)

@@ -26,6 +26,7 @@ def run(config: dict) -> dict:
     from grafting.plan_search import search as s
 
     times: dict[str, float] = {}
+    s.check_search_settings(config)
     if config.get("threads"):
         torch.set_num_threads(int(config["threads"]))
     torch.manual_seed(int(config.get("seed", 0)))

@@ -24,7 +24,13 @@ from grafting import stage2
 from grafting.checkpoints import Host, load_host
 from grafting.data import batches, passages, sample, sentences, token_windows
 from grafting.io import save
-from grafting.pipeline import evaluate, prepare_tokenizer, text_sets
+from grafting.pipeline import (
+    check_settings,
+    check_text_settings,
+    evaluate,
+    prepare_tokenizer,
+    text_sets,
+)
 from grafting.plan_search import library as lib
 from grafting.plan_search.judge import Judge
 from grafting.plan_search.space import (
@@ -36,6 +42,8 @@ from grafting.plan_search.space import (
     param_name,
 )
 from grafting.report import latency
+from search_spaces.checks import check_int, check_number, user_input
+from search_spaces.cli import UsageError
 
 # settings a resumed run must share with the run that made the folder
 FIXED = ("base", "graft_space", "seed", "text", "stage1")
@@ -48,22 +56,26 @@ class Context:
         self.cfg, self.out = cfg, Path(cfg["out"])
         self.seed = int(cfg.get("seed", 0))
         self.progress = bool(cfg.get("progress", True))
-        self.space: GraftSpace = load_space(cfg["graft_space"])
-        self.host: Host = load_host(cfg["base"])
+        with user_input(f"graft_space={cfg['graft_space']}"):
+            self.space: GraftSpace = load_space(cfg["graft_space"])
+        with user_input(f"base={cfg['base']}"):
+            self.host: Host = load_host(cfg["base"])
         self.host.model.requires_grad_(False)
         prepare_tokenizer(self.host)
         self.num_layers = self.host.family.num_layers(self.host.model)
-        self.baselines = baseline_choices(self.space, self.num_layers)  # checks them early
+        with user_input(f"graft_space={cfg['graft_space']}"):
+            self.baselines = baseline_choices(self.space, self.num_layers)  # checks them early
         f = cfg["finalize"]
         for name in [
             *(f.get("baselines") or []),
             *([f["max_latency_of"]] if f.get("max_latency_of") else []),
         ]:
             if name not in self.baselines:
-                raise ValueError(
+                raise UsageError(
                     f"finalize: {name!r} is not one of the space's baselines ({', '.join(self.baselines) or 'none'})"
                 )
-        self.texts = text_sets(self.host, cfg, self.seed)
+        with user_input("text"):
+            self.texts = text_sets(self.host, cfg, self.seed)
         bs = int(cfg["text"]["batch_size"])
         tok, max_len = self.host.tokenizer, self.host.max_len
         self.calibration = batches(tok, self.texts["calibration"], bs, max_len)
@@ -74,12 +86,14 @@ class Context:
         s, t = self.cfg["search"], self.cfg["text"]
         tok, max_len, val = self.host.tokenizer, self.host.max_len, self.texts["validation"]
         if not val:
-            raise ValueError("text.validation_fraction must be > 0 for a plan search")
+            raise UsageError("text.validation_fraction must be > 0 for a plan search")
         if not self.host.is_encoder:
             n = min(int(s["window_tokens"]), max_len)
             windows = token_windows(tok, val, n, int(s["validation_windows"]))
             if not windows:
-                raise ValueError(f"the validation text has fewer than {n} tokens")
+                raise UsageError(
+                    f"search.window_tokens: the validation text has fewer than {n} tokens"
+                )
             return {"windows": windows}
         lo, hi = (min(int(v), max_len) for v in t["passage_tokens"])
         sets = {
@@ -90,6 +104,22 @@ class Context:
         }
         bs = int(self.cfg["report"]["batch_size"])
         return {k: batches(tok, v, bs, max_len) for k, v in sets.items() if v}
+
+
+def check_search_settings(cfg: dict[str, Any]) -> None:
+    """Every setting of a plan search (the graft's and ``search``/``finalize``), checked before
+    ``out`` is touched or the host is loaded."""
+    check_settings(cfg)
+    check_text_settings(cfg)
+    s, f = cfg["search"], cfg["finalize"]
+    for name in ("trials", "seq_len", "window_tokens", "validation_windows", "repeats"):
+        check_int(f"search.{name}", s[name])
+    for name in ("validation_sentences", "validation_passages"):
+        check_int(f"search.{name}", s[name], minimum=0)
+    check_number("search.min_run_time", s["min_run_time"], above=0)
+    check_int("finalize.k", f["k"], minimum=0)
+    for n in f.get("trials") or []:
+        check_int("finalize.trials[]", n, minimum=0)
 
 
 def fixed_settings(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -132,7 +162,8 @@ def check_out(cfg: dict[str, Any]) -> None:
 def get_library(ctx: Context) -> lib.Library:
     path = ctx.out / "library"
     if (path / lib.META).is_file():
-        return lib.load(path, ctx.space, ctx.host)
+        with user_input(f"out={ctx.out}"):
+            return lib.load(path, ctx.space, ctx.host)
     if ctx.progress:
         pieces = sum(len(c) for c in ctx.space.candidates.values()) * len(
             ctx.space.layer_ids(ctx.num_layers)
@@ -253,12 +284,12 @@ def chosen(ctx: Context, study: optuna.Study, members: list[optuna.trial.FrozenT
     limit = f.get("max_latency_of")
     if limit:
         if limit not in by_name or by_name[limit].values is None:
-            raise ValueError(f"finalize.max_latency_of={limit!r} is not a finished baseline")
+            raise UsageError(f"finalize.max_latency_of={limit!r} is not a finished baseline")
         pool = [t for t in members if t.values[1] <= by_name[limit].values[1]]
     picks = [t.number for t in sorted(pool, key=lambda t: sign * t.values[0])[: int(f["k"])]]
     for name in f.get("baselines") or []:
         if name not in by_name:
-            raise ValueError(f"finalize.baselines: {name!r} is not one of the space's baselines")
+            raise UsageError(f"finalize.baselines: {name!r} is not one of the space's baselines")
         picks.append(by_name[name].number)
     picks += [int(n) for n in f.get("trials") or []]
     return list(dict.fromkeys(picks))

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from common.device import check_device, device_fingerprint
 from nas.latency.measure import (
@@ -27,6 +27,7 @@ from nas.latency.measure import (
 )
 from nas.latency.predictor import LatencyTable, load_or_build_table
 from search_spaces import Arch, load_arch
+from search_spaces.checks import check_int, check_number, parse_shape, user_input
 from search_spaces.cli import UsageError, import_plugins, run_cli, space_from_config
 
 
@@ -41,13 +42,11 @@ def _load_arch(field: str, value: str) -> Arch:
 
 
 def _shape(cfg: DictConfig, arch: Arch) -> tuple[int, ...]:
-    value = cfg.latency_shape
+    value = parse_shape("latency_shape", cfg.latency_shape, length=None, optional=True)
     if value is None:
         return default_latency_shape(arch)
-    value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-    if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
-        raise UsageError(f"latency_shape must be a list of integers like [1,2048], got {value!r}")
-    return check_shape(arch, value)
+    with user_input("latency_shape"):
+        return check_shape(arch, list(value))
 
 
 ROW = "{:<22}{:<18}{:>11}{:>9}{:>7}{:>10}{:>12}{:>9}"
@@ -141,10 +140,29 @@ def _build_table(cfg: DictConfig, device: str) -> int:
     return 0
 
 
+def check_settings(cfg: DictConfig) -> str:
+    """Every timing setting, checked before any model is built; returns the device."""
+    check_int("threads", cfg.threads, optional=True)
+    with user_input("device"):
+        device = str(check_device(cfg.device))
+    with user_input("clock"):
+        device_fingerprint(device, cfg.threads, cfg.clock)  # a bad clock/threads pair fails here
+    m, t = cfg.measure, cfg.table
+    for name, value in (("measure.min_runs", m.min_runs), ("measure.repeats", m.repeats),
+                        ("table.rounds", t.rounds)):  # fmt: skip
+        check_int(name, value)
+    for name, value in (("measure.warmup", m.warmup), ("table.warmup", t.warmup)):
+        check_int(name, value, minimum=0)
+    for name, value in (("measure.min_run_time", m.min_run_time), ("measure.window", m.window)):
+        check_number(name, value, above=0)
+    for name, value in (("measure.block_time", m.block_time), ("table.block_time", t.block_time)):
+        check_number(name, value, at_least=0)
+    return device
+
+
 def run(cfg: DictConfig) -> int:
     import_plugins(cfg)
-    device = str(check_device(cfg.device))
-    device_fingerprint(device, cfg.threads, cfg.clock)  # a bad clock/threads pair fails here
+    device = check_settings(cfg)
     if cfg.build_table:
         return _build_table(cfg, device)
     if not cfg.arch_file:

@@ -50,6 +50,8 @@ def _import_class(target: str) -> type[Task]:
         raise ValueError(f"cannot load task `target` {target!r}: {e}") from None
     if not (isinstance(cls, type) and issubclass(cls, Task)):
         raise ValueError(f"task `target` {target!r} is not a subclass of nas.tasks.Task")
+    if not isinstance(getattr(cls, "name", None), str) or not cls.name:
+        raise ValueError(f"task `target` {target!r} has no `name` (a class attribute naming runs and reports)")  # fmt: skip
     return cls
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+import transformers
 from safetensors.torch import load_file
 
 import grafting
@@ -36,7 +37,7 @@ TINY = [
     "report.min_run_time=0.01",
     "progress=false",
 ]
-FILES = {"model.safetensors", "config.json", "plan.yaml", "graft_config.yaml", "report.json",
+FILES = {"grafted.safetensors", "config.json", "plan.yaml", "graft_config.yaml", "report.json",
          "model.onnx", "reference.safetensors", "export.json", "README.md", "tokenizer.json"}  # fmt: skip
 
 
@@ -70,7 +71,9 @@ def test_encoder_export_end_to_end(tiny_models, text_file, tmp_path, capsys):
     assert f"to {out}" in capsys.readouterr().out
     assert FILES <= {p.name for p in out.iterdir()}
     assert not list(tmp_path.glob(".export*"))  # the temporary folder is gone
-    assert (out / "model.safetensors").read_bytes() == (run / "grafted.safetensors").read_bytes()
+    assert (out / "grafted.safetensors").read_bytes() == (run / "grafted.safetensors").read_bytes()
+    with pytest.raises(OSError, match="model.safetensors"):  # not silently loaded as the host
+        transformers.AutoModel.from_pretrained(out)
 
     model, source = grafting.load(out), grafting.load(run)
     x = make_inputs((2, 20), 30522, seed=5, pad=6)
