@@ -53,7 +53,7 @@ from benchmarks._supernet_fixture import (  # noqa: E402
 )
 from benchmarks.common import command_line, header, write_section  # noqa: E402
 from nas.latency import LatencyEstimator  # noqa: E402
-from nas.study import SAMPLERS, Scorer, enqueue_baseline, make_sampler, objective  # noqa: E402
+from nas.study import Scorer, enqueue_baseline, make_sampler, objective, sampler_names  # noqa: E402
 from search_spaces import Arch  # noqa: E402
 from search_spaces.space import SearchSpace  # noqa: E402
 
@@ -142,9 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     checkpoints = sorted(set(parse_list(args.trials, int, "trials")))
     samplers = parse_list(args.samplers, str, "samplers")
-    bad = [s for s in samplers if s not in SAMPLERS]
+    bad = [s for s in samplers if s not in sampler_names()]
     if bad:
-        raise ValueError(f"--samplers: {bad[0]!r} is not one of {', '.join(SAMPLERS)}")
+        raise ValueError(f"--samplers: {bad[0]!r} is not one of {', '.join(sampler_names())}")
     if args.dry_run:
         args.supernet_steps, args.seeds, checkpoints = 4, 2, [3, 6]
     if min(checkpoints) < 1 or args.seeds < 1 or args.supernet_steps < 1:

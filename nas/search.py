@@ -34,7 +34,6 @@ from nas.report import ParetoMember, format_table, member, write_archs, write_cs
 from nas.run_dir import RunDir, git_commit, versions
 from nas.storage import check_storage, has_heartbeats, masked
 from nas.study import (
-    SAMPLERS,
     Budget,
     Scorer,
     baseline_trial,
@@ -284,13 +283,13 @@ def report(study: optuna.Study, scorer: Scorer, cfg: DictConfig, run: RunDir) ->
 def validate(cfg: DictConfig, task: Task) -> None:
     """Every search setting checked before any work (a supernet trains for minutes)."""
     s, lat = cfg.search, cfg.latency
-    if s.sampler not in SAMPLERS:
-        raise UsageError(f"search.sampler must be one of {', '.join(SAMPLERS)}, got {s.sampler!r}")
     if s.latency not in MODES:
         raise UsageError(f"search.latency must be one of {', '.join(MODES)}, got {s.latency!r}")
     check_int("search.n_trials", s.n_trials)
     check_int("search.val_batches", s.val_batches, optional=True)
     check_int("search.population_size", s.population_size, optional=True)
+    with user_input("search.sampler"):  # an unknown name, or a sampler file that does not build
+        make_sampler(s.sampler, cfg.seed, s.n_trials, s.population_size)
     check_int("latency.threads", lat.threads)
     check_int("latency.repeats", lat.repeats)
     if s.timeout_s is not None and (isinstance(s.timeout_s, bool) or not isinstance(s.timeout_s, int | float) or s.timeout_s <= 0):  # fmt: skip

@@ -19,29 +19,55 @@ from typing import Any
 
 import optuna
 import sqlalchemy.exc
+from hydra.errors import HydraException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.latency import LatencyEstimator
 from nas.storage import open_storage
 from nas.tasks import Task
 from search_spaces import Arch
+from search_spaces.config_paths import available, read_config
 from supernet.supernet import Supernet
 
-SAMPLERS = ("nsga2", "tpe", "random", "gp")
+
+def sampler_names() -> list[str]:
+    """Names ``search.sampler`` accepts: ``conf/sampler/*.yaml`` and the ``sampler/*.yaml`` of
+    each ``NAS_CONFIG_PATH`` directory (see ``search_spaces.config_paths``)."""
+    return available("sampler")
 
 
-def make_sampler(name: str, seed: int, n_trials: int, population_size: int | None = None):
-    """The sampler ``name``, seeded; NSGA-II's population is sized to the trial budget."""
-    if name == "nsga2":
-        size = population_size or max(4, n_trials // 4)
-        return optuna.samplers.NSGAIISampler(population_size=size, seed=seed)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    raise ValueError(f"search.sampler must be one of {', '.join(SAMPLERS)}, but got {name!r}")
+def make_sampler(
+    name: str, seed: int, n_trials: int, population_size: int | None = None
+) -> optuna.samplers.BaseSampler:
+    """The sampler of ``conf/sampler/<name>.yaml`` (or of a ``.yaml`` file ``name``), built with
+    ``hydra.utils.instantiate``; ``${seed}`` in it is ``seed``. A ``population_size`` key
+    (NSGA-II) is ``population_size`` when given, else the file's value, else sized to the trial
+    budget: ``max(4, n_trials // 4)``. A ``ValueError`` starting ``search.sampler`` when the name
+    is unknown or the file does not build an Optuna sampler."""
+    try:
+        data, path = read_config("sampler", str(name), "search.sampler: the sampler config")
+    except FileNotFoundError:
+        raise ValueError(
+            f"search.sampler must be one of {', '.join(sampler_names())} (conf/sampler/NAME.yaml) "
+            f"or a .yaml file, but got {name!r}"
+        ) from None
+    if not isinstance(data, dict) or "_target_" not in data:
+        raise ValueError(f"search.sampler={name}: {path} needs `_target_: optuna.samplers.NameSampler`")  # fmt: skip
+    if "population_size" in data:
+        given = population_size if population_size is not None else data["population_size"]
+        data["population_size"] = given if given is not None else max(4, n_trials // 4)
+    try:
+        config = OmegaConf.create({"seed": seed, "sampler": data}).sampler
+        sampler = instantiate(config, _convert_="all")  # plain lists and dicts for Optuna
+    except (HydraException, OmegaConfBaseException) as e:  # bad target, argument or ${...}
+        reason = " ".join(str(e).split())
+        raise ValueError(f"search.sampler={name}: {path} does not build: {reason}") from None
+    if not isinstance(sampler, optuna.samplers.BaseSampler):
+        raise ValueError(f"search.sampler={name}: {path} builds a {type(sampler).__name__}, not an Optuna sampler")  # fmt: skip
+    return sampler
 
 
 def open_study(

@@ -97,6 +97,7 @@ GROUPS = (
     "arch",
     "graft",
     "graft_spaces",
+    "sampler",
 )  # config groups a command may name
 
 

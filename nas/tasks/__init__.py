@@ -14,10 +14,11 @@ subclass instead of a registered one.
 
 from __future__ import annotations
 
-import importlib
+import logging
 from collections.abc import Mapping
 from typing import Any
 
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from nas.tasks import charlm, digits, listops, mqar  # noqa: F401  (registers the built-in tasks)
@@ -39,16 +40,26 @@ def _lookup(name: Any) -> type[Task]:
     return TASKS[name]
 
 
+def _drop(record: logging.LogRecord) -> bool:
+    """A logging filter that drops every record."""
+    return False
+
+
 def _import_class(target: str) -> type[Task]:
     """``package.module.Class`` (or ``package.module:Class``) -> the ``Task`` subclass."""
-    module_name, sep, attr = target.replace(":", ".").rpartition(".")
-    if not sep or not module_name:
+    path = target.replace(":", ".")
+    if "." not in path.strip("."):
         raise ValueError(f"task `target` must be a dotted path `module.Class`, got {target!r}")
+    hydra_log = logging.getLogger("hydra.utils")  # get_class logs its error too: one line is ours
+    hydra_log.addFilter(_drop)
     try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"cannot load task `target` {target!r}: {e}") from None
-    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        cls = get_class(path)
+    except (ImportError, ValueError) as e:  # what hydra's lookup raises, over several lines
+        reason = " ".join(str(e).split()).removeprefix(f"Error loading '{path}': ")
+        raise ValueError(f"cannot load task `target` {target!r}: {reason}") from None
+    finally:
+        hydra_log.removeFilter(_drop)
+    if not issubclass(cls, Task):
         raise ValueError(f"task `target` {target!r} is not a subclass of nas.tasks.Task")
     if not isinstance(getattr(cls, "name", None), str) or not cls.name:
         raise ValueError(f"task `target` {target!r} has no `name` (a class attribute naming runs and reports)")  # fmt: skip

@@ -30,6 +30,9 @@ def load_digit_images() -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.as_tensor(data.target, dtype=torch.long)
 
 
+# Not sklearn's train_test_split(stratify=...): it draws another partition for the same seed
+# (numpy's generator, its own rounding per class), which would move images between the
+# splits of existing runs (a resumed search would score on images its supernet trained on).
 def stratified_split(
     labels: torch.Tensor, fracs: tuple[float, float], seed: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -18,7 +18,7 @@ import lightning as L
 import torch
 
 from nas.tasks.base import IGNORE_INDEX, Task, register_task
-from nas.tasks.splits import SPLITS, SplitsDataModule, TensorDictDataset  # noqa: F401
+from nas.tasks.splits import SPLITS, SplitsDataModule  # noqa: F401
 from search_spaces import HeadSpec
 
 FILLER = 0

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, StackDataset
 
 SPLITS = ("train", "val", "test")
 
@@ -31,20 +31,6 @@ def split_index(name: str) -> int:
     return SPLITS.index(name)
 
 
-class TensorDictDataset(Dataset):
-    """Row ``i`` of every tensor in a dict, as a dict (the default collate stacks them)."""
-
-    def __init__(self, tensors: Mapping[str, torch.Tensor]) -> None:
-        self.tensors = dict(tensors)
-        self.length = len(next(iter(self.tensors.values())))
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {k: v[i] for k, v in self.tensors.items()}
-
-
 class SplitsDataModule(L.LightningDataModule):
     """Dataloaders over a task's fixed splits; training batches are shuffled with the task seed."""
 
@@ -54,7 +40,7 @@ class SplitsDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         g = torch.Generator().manual_seed(self.task.seed) if shuffle else None
-        data = TensorDictDataset(self.task.split(split))
+        data = StackDataset(**self.task.split(split))  # row i of each tensor, as a dict
         return DataLoader(data, batch_size=self.batch_size, shuffle=shuffle, generator=g)
 
     def train_dataloader(self) -> DataLoader:

@@ -190,6 +190,7 @@ def test_get_task_by_name_mapping_and_target() -> None:
     assert get_task(t) is t
     user = get_task({"target": f"{__name__}.CountingTask", "length": 5})
     assert isinstance(user, CountingTask) and user.length == 5
+    assert isinstance(get_task({"target": f"{__name__}:CountingTask"}), CountingTask)
     assert get_task(user.to_config()).to_config() == user.to_config()
     rebuilt = get_task(t.to_config())
     assert rebuilt.to_config() == t.to_config()
@@ -202,8 +203,15 @@ def test_get_task_errors() -> None:
         get_task({"name": "nope"})
     with pytest.raises(ValueError, match="no parameter 'pairs'.*num_pairs"):
         get_task({"name": "mqar", "pairs": 3})
-    with pytest.raises(ValueError, match="cannot load"):
+    with pytest.raises(ValueError, match="cannot load") as info:
         get_task({"target": f"{__name__}.Missing"})
+    assert "\n" not in str(info.value)  # hydra's get_class explains over several lines
+    with pytest.raises(ValueError, match="cannot load .*no_such_module"):
+        get_task({"target": "no_such_module.Task"})
+    with pytest.raises(ValueError, match="cannot load .*non-class"):
+        get_task({"target": f"{__name__}.one_hot_logits"})
+    with pytest.raises(ValueError, match="dotted path"):
+        get_task({"target": "CountingTask"})
     with pytest.raises(ValueError, match="not a subclass"):
         get_task({"target": "torch.nn.Linear"})
 
