@@ -471,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def supernet_training(cfg: DictConfig, supernet_dir: str | None) -> DictConfig:
     """The ``train`` settings the supernet was trained with: a loaded one's own ``config.yaml``
-    (as ``python -m supernet.train`` saves it), else the composed configuration."""
+    (as ``python -m nas.train_supernet`` saves it), else the composed configuration."""
     saved = Path(supernet_dir or "") / "config.yaml"
     return OmegaConf.load(saved).train if supernet_dir and saved.is_file() else cfg.train
 

@@ -66,18 +66,6 @@ def import_plugins(cfg: DictConfig) -> None:
             raise UsageError(f"plugin {module!r} could not be imported: {e}") from None
 
 
-def import_callable(field: str, path: str) -> Callable:
-    """The callable at the dotted ``path`` a config ``field`` names (e.g. ``task_factory``)."""
-    module, _, attr = str(path).rpartition(".")
-    try:
-        obj = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise UsageError(f"{field}={path} cannot be imported: {e}") from None
-    if not callable(obj):
-        raise UsageError(f"{field}={path} is not callable")
-    return obj
-
-
 def space_from_config(cfg: DictConfig) -> SearchSpace:
     """The space chosen with ``+space=NAME`` (composed into ``cfg.space``) or ``+space=FILE``."""
     if cfg.get("space_file"):
@@ -173,7 +161,6 @@ __all__ = [
     "USER_ERRORS",
     "UsageError",
     "compose_config",
-    "import_callable",
     "import_plugins",
     "run_cli",
     "space_from_config",

@@ -1,7 +1,8 @@
-"""``python -m supernet.train +space=NAME [task=NAME] [train.max_steps=N] [out=DIR]``
+"""Training a supernet: ``train_supernet(cfg, space, task, out)``. The command is
+``python -m nas.train_supernet`` (it builds the task; tasks live in ``nas``).
 
 Trains the supernet of a space on a task with Lightning (sandwich rule, in-place distillation),
-checkpointing every ``train.val_every`` steps; rerunning the same command resumes from the last
+checkpointing every ``train.val_every`` steps; rerunning the same training resumes from the last
 checkpoint. Prints the validation metric of the reference subnets and a few random ones before
 and after training, and writes into ``out``: ``supernet.safetensors`` + ``supernet.json`` (what
 the search reuses), ``subnets.csv`` (that table), ``config.yaml``, ``logs/`` (metrics), and
@@ -17,7 +18,6 @@ import time
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
@@ -26,13 +26,6 @@ from common.fit import fit
 from common.quiet import quiet_lightning
 from search_spaces import Arch
 from search_spaces.checks import check_choice, check_int, check_number, user_input
-from search_spaces.cli import (
-    UsageError,
-    import_callable,
-    import_plugins,
-    run_cli,
-    space_from_config,
-)
 from search_spaces.space import SearchSpace
 from supernet.data import resumable_loader
 from supernet.io import save_supernet
@@ -91,25 +84,6 @@ def check_training(cfg: DictConfig) -> None:
     check_number("train.single_mixer_prob", t.single_mixer_prob, at_least=0, at_most=1)
     check_int("report.random_subnets", r.random_subnets, minimum=0)
     check_int("report.val_batches", r.val_batches)
-
-
-def check_out(out: Path) -> Path:
-    """``out`` as a folder to write into: it may exist (training resumes), but not as a file."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"out={out} is a file, not a folder")
-    return out
-
-
-def train(cfg: DictConfig) -> int:
-    import_plugins(cfg)
-    space = space_from_config(cfg)
-    make_task = import_callable("task_factory", cfg.task_factory)
-    with user_input("task"):
-        task = make_task(cfg.task)
-    check_training(cfg)
-    out = check_out(Path(cfg.out or f"runs/supernet-{space.name}-{task.name}"))
-    train_supernet(cfg, space, task, out)
-    return 0
 
 
 def trainer_settings(trainer: DictConfig) -> dict:
@@ -207,12 +181,3 @@ def write_report(path: Path, subnets, before: dict, after: dict, metric: str) ->
                 f"{name:<10}{arch.signature:<18}{before[name]:>9.4f}{after[name]:>9.4f}  d{arch.dim} {ops}"
             )
             writer.writerow([name, arch.signature, before[name], after[name], ops])
-
-
-def main(argv: list[str] | None = None) -> int:
-    torch.set_float32_matmul_precision("high")
-    return run_cli(train, "train_supernet", argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -145,23 +145,22 @@ CASES = {
     "search/max-steps-zero": Case("nas.search", (*SEARCH, "train.max_steps=0"), "train.max_steps must be a positive integer"),
     "search/batch-size-zero": Case("nas.search", (*SEARCH, "train.batch_size=0"), "train.batch_size must be a positive integer"),
     "search/supernet-path-truncated": Case("nas.search", (*SEARCH, "supernet_path=run/supernet", "run_dir=search"), "run/supernet/supernet.safetensors: not a readable safetensors file", (truncate("run/supernet/supernet.safetensors"),), search_run=True),
-    # python -m supernet.train
-    "train/max-steps-negative": Case("supernet.train", (*TRAIN, "train.max_steps=-5"), "train.max_steps must be a positive integer, got -5"),
-    "train/max-steps-zero": Case("supernet.train", (*TRAIN, "train.max_steps=0"), "train.max_steps must be a positive integer, got 0"),
-    "train/batch-size-zero": Case("supernet.train", (*TRAIN, "train.batch_size=0"), "train.batch_size must be a positive integer"),
-    "train/val-every-zero": Case("supernet.train", (*TRAIN, "train.val_every=0"), "train.val_every must be a positive integer"),
-    "train/lr-word": Case("supernet.train", (*TRAIN, "train.lr=fast"), "train.lr must be a number > 0, got 'fast'"),
-    "train/single-mixer-prob": Case("supernet.train", (*TRAIN, "train.single_mixer_prob=2"), "train.single_mixer_prob must be a number >= 0 and <= 1"),
-    "train/random-subnets": Case("supernet.train", (*TRAIN, "report.random_subnets=-1"), "report.random_subnets must be an integer >= 0"),
-    "train/logger": Case("supernet.train", (*TRAIN, "logger=tensorboard"), "logger must be one of csv, wandb, got 'tensorboard'"),
-    "train/unknown-task": Case("supernet.train", (*TRAIN, "task=nope"), "Could not find 'task/nope'; available: charlm"),
-    "train/task-parameter": Case("supernet.train", (*TRAIN, "task.seq_len=0"), "task: MQAR.seq_len"),
-    "train/task-class-without-name": Case("supernet.train", (*TRAIN, "+task.target=user_task.NoName"), "has no `name`", (USER_TASK,)),
-    "train/task-factory": Case("supernet.train", (*TRAIN, "task_factory=no_such_module.make"), "task_factory=no_such_module.make cannot be imported"),
-    "train/space-file-missing": Case("supernet.train", (*TRAIN[1:], "+space=missing.yaml"), "+space=missing.yaml: no such file"),
-    "train/space-dim-word": Case("supernet.train", (*TRAIN[1:], "+space=space.yaml"), "space.yaml: field `dim`: expected choices that are positive integers, got 'wide'", (space_file(dim=[32, 48, "wide"]),)),
-    "train/space-operator-value": Case("supernet.train", (*TRAIN[1:], "+space=space.yaml"), "space.yaml: the hidden width must be >= 1", (space_file(channel={"mlp": {"ratio": [0, 2, 4]}, "swiglu": {"ratio": [2, 3]}}),)),
-    "train/out-is-a-file": Case("supernet.train", (*TRAIN, "out=notes.txt"), "out=notes.txt is a file", (write("notes.txt", "keep"),)),
+    # python -m nas.train_supernet
+    "train/max-steps-negative": Case("nas.train_supernet", (*TRAIN, "train.max_steps=-5"), "train.max_steps must be a positive integer, got -5"),
+    "train/max-steps-zero": Case("nas.train_supernet", (*TRAIN, "train.max_steps=0"), "train.max_steps must be a positive integer, got 0"),
+    "train/batch-size-zero": Case("nas.train_supernet", (*TRAIN, "train.batch_size=0"), "train.batch_size must be a positive integer"),
+    "train/val-every-zero": Case("nas.train_supernet", (*TRAIN, "train.val_every=0"), "train.val_every must be a positive integer"),
+    "train/lr-word": Case("nas.train_supernet", (*TRAIN, "train.lr=fast"), "train.lr must be a number > 0, got 'fast'"),
+    "train/single-mixer-prob": Case("nas.train_supernet", (*TRAIN, "train.single_mixer_prob=2"), "train.single_mixer_prob must be a number >= 0 and <= 1"),
+    "train/random-subnets": Case("nas.train_supernet", (*TRAIN, "report.random_subnets=-1"), "report.random_subnets must be an integer >= 0"),
+    "train/logger": Case("nas.train_supernet", (*TRAIN, "logger=tensorboard"), "logger must be one of csv, wandb, got 'tensorboard'"),
+    "train/unknown-task": Case("nas.train_supernet", (*TRAIN, "task=nope"), "Could not find 'task/nope'; available: charlm"),
+    "train/task-parameter": Case("nas.train_supernet", (*TRAIN, "task.seq_len=0"), "task: MQAR.seq_len"),
+    "train/task-class-without-name": Case("nas.train_supernet", (*TRAIN, "+task.target=user_task.NoName"), "has no `name`", (USER_TASK,)),
+    "train/space-file-missing": Case("nas.train_supernet", (*TRAIN[1:], "+space=missing.yaml"), "+space=missing.yaml: no such file"),
+    "train/space-dim-word": Case("nas.train_supernet", (*TRAIN[1:], "+space=space.yaml"), "space.yaml: field `dim`: expected choices that are positive integers, got 'wide'", (space_file(dim=[32, 48, "wide"]),)),
+    "train/space-operator-value": Case("nas.train_supernet", (*TRAIN[1:], "+space=space.yaml"), "space.yaml: the hidden width must be >= 1", (space_file(channel={"mlp": {"ratio": [0, 2, 4]}, "swiglu": {"ratio": [2, 3]}}),)),
+    "train/out-is-a-file": Case("nas.train_supernet", (*TRAIN, "out=notes.txt"), "out=notes.txt is a file", (write("notes.txt", "keep"),)),
     # python -m nas.export
     "export/no-out": Case("nas.export", (*EXPORT, "out=null"), "choose the export folder with out=DIR", search_run=True),
     "export/out-exists": Case("nas.export", EXPORT, "out=export already exists", (write("export/keep.txt", "x"),), search_run=True),
@@ -287,7 +286,7 @@ def test_the_table_covers_the_commands() -> None:
     for case in CASES.values():
         per_command[case.command] = per_command.get(case.command, 0) + 1
     assert len(CASES) >= 40 and len(per_command) >= 4, per_command
-    for command in ("nas.search", "supernet.train", "nas.export", "grafting.graft"):
+    for command in ("nas.search", "nas.train_supernet", "nas.export", "grafting.graft"):
         assert per_command[command] >= 10, per_command
 
 
@@ -306,15 +305,15 @@ def test_a_bug_keeps_its_traceback(error: Exception, capsys) -> None:
 
 
 def test_a_bug_inside_a_command_is_not_reported_as_bad_input(tmp_path, monkeypatch, capsys) -> None:  # fmt: skip
-    import supernet.train
+    import nas.train_supernet
 
     def bug(*args, **kwargs):
         raise KeyError("head")  # e.g. a dictionary lookup that went wrong
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(supernet.train, "train_supernet", bug)
+    monkeypatch.setattr(nas.train_supernet, "train_supernet", bug)
     with pytest.raises(KeyError, match="head"):
-        supernet.train.main(list(TRAIN))
+        nas.train_supernet.main(list(TRAIN))
     assert INTERNAL_ERROR in capsys.readouterr().err
 
 

@@ -10,7 +10,7 @@ import yaml
 
 COMMANDS = {  # module: (a key its config file documents, arguments that compose, a top-level key)
     "nas.search": ("n_trials", ["+space=efficient_attn"], "seed"),
-    "supernet.train": ("teacher_steps", ["+space=efficient_attn"], "seed"),
+    "nas.train_supernet": ("teacher_steps", ["+space=efficient_attn"], "seed"),
     "nas.export": ("trials", ["run=somewhere"], "seed"),
     "nas.latency.__main__": ("threads", [], "threads"),
     "grafting.graft": ("stage1", [], "seed"),

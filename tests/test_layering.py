@@ -29,12 +29,7 @@ FORBIDDEN = {
 }
 # Known violations, each (file relative to the repository root, the module it names). Remove an
 # entry when its violation is fixed (a stale entry fails the test); never add one without an issue.
-ALLOWED = {
-    # issue 17: `python -m supernet.train` builds its task through the config string
-    # `task_factory: nas.tasks.get_task`, a hidden dependency of supernet on nas; the command
-    # belongs where the tasks are.
-    ("conf/train_supernet.yaml", "nas.tasks.get_task"),
-}
+ALLOWED: set[tuple[str, str]] = set()
 DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 
 

@@ -34,7 +34,7 @@ def interrupt_when(argv: list[str], ready, log: Path) -> tuple[int, str]:
 
 def test_ctrl_c_during_supernet_training(tmp_path) -> None:
     out = tmp_path / "sn"
-    argv = ["supernet.train", "+space=efficient_attn", *TASK, *TRAIN, "train.max_steps=100000",
+    argv = ["nas.train_supernet", "+space=efficient_attn", *TASK, *TRAIN, "train.max_steps=100000",
             "train.val_every=2", f"out={out}"]  # fmt: skip
     ready = lambda: (out / "checkpoints" / "last.ckpt").is_file()  # noqa: E731 - training
     status, err = interrupt_when(argv, ready, tmp_path / "log")

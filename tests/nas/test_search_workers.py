@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from nas.storage import open_storage
 from nas.study import pareto_trials
-from supernet.train import main as train_supernet
+from nas.train_supernet import main as train_supernet
 
 TINY = [
     "+space=efficient_attn", "task=mqar", "train.max_steps=2", "train.teacher_steps=1", "train.val_every=1",

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from supernet.train import main
+from nas.train_supernet import main
 
 TINY = [
     "+space=efficient_attn", "task=mqar", "train.max_steps=4", "train.teacher_steps=1", "train.val_every=2",
@@ -25,7 +25,7 @@ def test_two_processes_equal_one_with_the_doubled_batch(tmp_path) -> None:
     assert main([*TINY, "train.batch_size=16", f"out={tmp_path / 'one'}"]) == 0
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     argv = [*TINY, "train.batch_size=8", "trainer.devices=2", f"out={tmp_path / 'two'}"]
-    done = subprocess.run([sys.executable, "-m", "supernet.train", *argv], env=env,
+    done = subprocess.run([sys.executable, "-m", "nas.train_supernet", *argv], env=env,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("before -> after training") == 1  # one process reports and saves

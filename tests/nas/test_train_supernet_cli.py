@@ -1,11 +1,11 @@
-"""``python -m supernet.train`` end to end on a tiny budget: outputs, resume, user errors."""
+"""``python -m nas.train_supernet`` end to end on a tiny budget: outputs, resume, user errors."""
 
 from __future__ import annotations
 
 import csv
 
+from nas.train_supernet import main
 from supernet.io import load_supernet
-from supernet.train import main
 
 TINY = [
     "+space=efficient_attn", "task=mqar", "train.max_steps=4", "train.teacher_steps=1", "train.val_every=2", "train.batch_size=8",
