@@ -1,7 +1,8 @@
 """The bottom layer every package may import (``search_spaces``, ``supernet``, ``nas``,
-``grafting``); it imports none of them. Today: atomic file and folder writes (``common.atomic``)
-and the warm-up/cosine schedule (``common.schedule``). Importing it also quiets one import-time
-notice (below).
+``grafting``); it imports none of them: atomic writes (``atomic``), the learning-rate schedule
+(``schedule``), timing (``timing``, ``device``), Lightning's ``fit`` and quiet (``fit``, ``quiet``),
+the resumable data order (``step_sampler``), ONNX / torch.export (``portable``) and model cards
+(``model_card``). Importing it also quiets one import-time notice (below).
 """
 
 import logging

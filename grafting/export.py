@@ -130,8 +130,9 @@ def write_folder(dest: Path, run: Path, model: Any, cfg: DictConfig, command: st
     import onnxruntime
     import transformers
 
+    from common.portable import ONNX_FILE
     from grafting.model_card import model_card
-    from grafting.portable import ONNX_FILE, HFForward, make_inputs, write_onnx
+    from grafting.portable import HFForward, make_inputs, write_onnx
 
     dest.mkdir(parents=True, exist_ok=True)
     copy_files(run, dest)

@@ -5,12 +5,15 @@ Two objectives: the task metric of the subnet with inherited weights on the vali
 the baseline itself, enqueued through ``SearchSpace.params_of`` so that it is an ordinary trial
 the samplers learn from. Every completed trial stores what a report or an export needs in its
 user attributes: ``arch`` (``Arch.to_dict()``), ``signature``, ``val_metric``, ``latency_ms``,
-``latency_ratio``, ``latency_source``, ``params``, ``flops``; the baseline also ``reference``.
+``latency_ratio``, ``latency_source``, ``params``, ``flops``, ``worker`` (host:pid); the baseline
+also ``reference``; a failed trial ``error``.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import socket
 import time
 import warnings
 from collections.abc import Callable
@@ -34,24 +37,24 @@ from supernet.supernet import Supernet
 
 
 def sampler_names() -> list[str]:
-    """Names ``search.sampler`` accepts: ``conf/sampler/*.yaml`` and the ``sampler/*.yaml`` of
+    """Names ``search.sampler`` accepts: ``conf/search_samplers/*.yaml`` and the ``search_samplers/*.yaml`` of
     each ``NAS_CONFIG_PATH`` directory (see ``search_spaces.config_paths``)."""
-    return available("sampler")
+    return available("search_samplers")
 
 
 def make_sampler(
     name: str, seed: int, n_trials: int, population_size: int | None = None
 ) -> optuna.samplers.BaseSampler:
-    """The sampler of ``conf/sampler/<name>.yaml`` (or of a ``.yaml`` file ``name``), built with
+    """The sampler of ``conf/search_samplers/<name>.yaml`` (or of a ``.yaml`` file ``name``), built with
     ``hydra.utils.instantiate``; ``${seed}`` in it is ``seed``. A ``population_size`` key
     (NSGA-II) is ``population_size`` when given, else the file's value, else sized to the trial
     budget: ``max(4, n_trials // 4)``. A ``ValueError`` starting ``search.sampler`` when the name
     is unknown or the file does not build an Optuna sampler."""
     try:
-        data, path = read_config("sampler", str(name), "search.sampler: the sampler config")
+        data, path = read_config("search_samplers", str(name), "search.sampler: the sampler config")
     except FileNotFoundError:
         raise ValueError(
-            f"search.sampler must be one of {', '.join(sampler_names())} (conf/sampler/NAME.yaml) "
+            f"search.sampler must be one of {', '.join(sampler_names())} (conf/search_samplers/NAME.yaml) "
             f"or a .yaml file, but got {name!r}"
         ) from None
     if not isinstance(data, dict) or "_target_" not in data:
@@ -214,6 +217,7 @@ def objective(
         ):
             trial.study.stop()
             raise optuna.TrialPruned("the study's trial budget is taken by other trials")
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # who ran it
         arch = space.sample(trial, head=head)
         try:
             scores = scorer(arch)

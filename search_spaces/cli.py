@@ -85,7 +85,7 @@ GROUPS = (
     "arch",
     "graft",
     "graft_spaces",
-    "sampler",
+    "search_samplers",
 )  # config groups a command may name
 
 
@@ -106,7 +106,7 @@ def usage(config_name: str) -> str:
     groups = [f"#   {g}: {', '.join(available(g))}" for g in GROUPS if g in words and available(g)]
     return "\n\n".join([
         *texts,
-        "# choices of the config groups (GROUP=NAME; the space with +space=NAME or +space=FILE.yaml):\n" + "\n".join(groups),
+        "# choices of the config groups (GROUP=NAME; the space with +space=NAME or +space=FILE.yaml; search_samplers with search.sampler=NAME, graft_spaces with graft_space=NAME):\n" + "\n".join(groups),
         "# any key above can be set as key=value; --cfg job prints the composed config; "
         "NAS_TRACEBACK=1 shows tracebacks",
     ])  # fmt: skip

@@ -10,11 +10,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from common.model_card import card_data, render_card
 from grafting.report import count_params
 
 ONNX_TOLERANCE = 1e-3
@@ -33,23 +33,14 @@ def inputs(model: nn.Module, batch: int, seed: int) -> dict[str, torch.Tensor]:
 def write_onnx(model: nn.Module, path: Path, batch: int, seed: int) -> dict[str, Any]:
     """The ONNX program of ``model(x, t, y)`` at ``batch`` images, and its largest difference
     from PyTorch over two input draws; ``ValueError`` if the export fails or disagrees."""
-    import onnxruntime as ort
+    from common.portable import export_onnx, first_line, onnx_max_abs_diff
 
     example = inputs(model, batch, seed)
     try:
-        program = torch.onnx.export(model, tuple(example.values()), dynamo=True, verbose=False)
-        program.save(str(path))
+        export_onnx(model, path, tuple(example.values()))
     except Exception as e:  # noqa: BLE001  (exporters raise many types)
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise ValueError(f"ONNX export of the DiT failed: {first}") from None
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
-    worst = 0.0
-    with torch.no_grad():
-        for s in (seed, seed + 1):
-            x = inputs(model, batch, s)
-            (got,) = session.run(None, dict(zip(names, (v.numpy() for v in x.values()), strict=False)))  # fmt: skip
-            worst = max(worst, float(np.abs(got - model(**x).numpy()).max()))
+        raise ValueError(f"ONNX export of the DiT failed: {first_line(e)}") from None
+    worst = onnx_max_abs_diff(path, model, [inputs(model, batch, s) for s in (seed, seed + 1)])
     if not worst <= ONNX_TOLERANCE:
         raise ValueError(f"onnxruntime disagrees with PyTorch: max abs diff {worst:.3g}")
     return {"file": path.name, "shape": [batch], "onnx_max_abs_diff": worst}
@@ -86,20 +77,36 @@ def write_folder(dest: Path, run: Path, model: nn.Module, cfg: Any, command: str
     return info
 
 
+CARD = """\
+# {{ host.base }} grafted with {{ plan.name }}
+
+A DiT ({{ host.depth }} blocks, width {{ host.hidden_size }}) with \
+{{ grafted | join(", ") or "no slot" }} replaced; load it with `grafting.load(this_folder)`: \
+`model(x, t, y)`.
+
+{% if quality %}
+{{ table(["samples", "Fréchet", "conditional accuracy"], quality) }}
+
+Teacher (left) and grafted (right) samples:
+
+![](side_by_side.png)
+{% endif %}
+"""
+
+
 def card(info: dict[str, Any]) -> str:
-    """A short model card: what was grafted where, and what the graft report measured."""
+    """A short model card: what was grafted where, and what the graft report measured; the
+    front matter names the host as ``base_model`` and holds the sample quality."""
     q = (info["report"] or {}).get("quality", {})
-    lines = [
-        f"# {info['host']['base']} grafted with {info['plan']['name']}",
-        "",
-        f"A DiT ({info['host']['depth']} blocks, width {info['host']['hidden_size']}) with "
-        f"{', '.join(info['grafted']) or 'no slot'} replaced; load it with "
-        "`grafting.load(this_folder)`: `model(x, t, y)`.",
-        "",
-    ]
+    names = ("heldout_real", "teacher", "grafted")
+    graft = {"plan": info["plan"]["name"], "grafted": list(info["grafted"])}
     if q:
-        lines += ["| samples | Fréchet | conditional accuracy |", "|---|---|---|"]
-        for name in ("heldout_real", "teacher", "grafted"):
-            lines.append(f"| {name} | {q[name]['frechet']:.2f} | {q[name]['accuracy']:.3f} |")
-        lines += ["", "Teacher (left) and grafted (right) samples:", "", "![](side_by_side.png)"]
-    return "\n".join(lines) + "\n"
+        graft["quality"] = {n: {k: float(q[n][k]) for k in ("frechet", "accuracy")} for n in names}
+    data = card_data(
+        model_name=f"{Path(str(info['host']['base'])).name}-grafted-{info['plan']['name']}",
+        base_model=str(info["host"]["base"]),
+        tags=["grafted", "dit", "diffusion", "efficient-attention", "distillation"],
+        graft=graft,
+    )
+    rows = [[n, f"{q[n]['frechet']:.2f}", f"{q[n]['accuracy']:.3f}"] for n in names] if q else []
+    return render_card(data, CARD, host=info["host"], plan=info["plan"], grafted=info["grafted"], quality=rows)  # fmt: skip

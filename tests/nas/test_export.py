@@ -12,6 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+import yaml
 
 from nas.export import choose_trials, main
 from nas.portable import write_portable
@@ -60,6 +61,13 @@ def test_export_pareto_front_end_to_end(run_dir, tmp_path, capsys) -> None:
         row_line = "| " + " | ".join(rows[str(n)].values()) + " |"
         assert row_line in card  # search-time numbers verbatim from pareto.csv
         assert "fine-tuned 2 steps" in card and info["latency"]["fingerprint_key"] in card
+        assert card.startswith("---\n")  # Hub metadata: tags, the task, its metric on val and test
+        meta = yaml.safe_load(card.split("---\n", 2)[1])
+        assert {"nas", "efficient-attention", "mqar"} <= set(meta["tags"]) and meta["pipeline_tag"] == "text-generation"  # fmt: skip
+        (index,) = meta["model-index"]
+        results = {r["dataset"]["split"]: r["metrics"][0] for r in index["results"]}
+        assert results["test"] == {"type": "accuracy", "value": info["after"]["test_metric"]}
+        assert results["val"]["value"] == info["after"]["val_metric"]
         assert Arch.load(d / "arch.yaml").signature == info["signature"]
     # a fresh process: the pt2 program needs no platform, load_exported needs no supernet/nas
     result = subprocess.run([sys.executable, "-c", RELOAD, str(out / "trial_0")], capture_output=True, text=True, cwd=tmp_path)  # fmt: skip

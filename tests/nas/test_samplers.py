@@ -1,4 +1,4 @@
-"""Samplers are config: every ``conf/sampler/*.yaml`` builds the Optuna sampler it names, seeded
+"""Samplers are config: every ``conf/search_samplers/*.yaml`` builds the Optuna sampler it names, seeded
 with the run's seed and equal to the one the search used to construct in code; a user's own
 sampler file is found in a ``NAS_CONFIG_PATH`` directory; bad names and files are one line."""
 
@@ -14,7 +14,7 @@ from nas.study import make_sampler, sampler_names
 from nas.tasks import get_task
 from search_spaces.cli import compose_config
 
-CONF = Path(__file__).resolve().parents[2] / "conf" / "sampler"
+CONF = Path(__file__).resolve().parents[2] / "conf" / "search_samplers"
 
 # what each shipped file must build (seed, n_trials): the settings nas.study had in code
 EXPECTED = {
@@ -42,7 +42,7 @@ def proposals(sampler: optuna.samplers.BaseSampler, trials: int = 3) -> list[dic
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 @pytest.mark.parametrize("name", sorted(p.stem for p in CONF.glob("*.yaml")))
 def test_every_sampler_config_builds_its_optuna_sampler_with_the_seed(name: str) -> None:
-    assert name in EXPECTED, f"conf/sampler/{name}.yaml is new: add what it must build here"
+    assert name in EXPECTED, f"conf/search_samplers/{name}.yaml is new: add what it must build here"
     sampler, expected = make_sampler(name, 3, 40), EXPECTED[name](3, 40)
     assert type(sampler) is type(expected)
     settings = ("_multivariate", "_group", "_population_size")
@@ -70,8 +70,8 @@ def test_nsga2_population_from_the_setting_the_file_or_the_budget(tmp_path) -> N
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # QMC
 def test_a_user_sampler_in_nas_config_path_is_found(tmp_path, monkeypatch) -> None:
-    (tmp_path / "sampler").mkdir()
-    (tmp_path / "sampler" / "qmc.yaml").write_text(
+    (tmp_path / "search_samplers").mkdir()
+    (tmp_path / "search_samplers" / "qmc.yaml").write_text(
         "_target_: optuna.samplers.QMCSampler\nqmc_type: halton\nscramble: true\nseed: ${seed}\n"
     )
     monkeypatch.setenv("NAS_CONFIG_PATH", str(tmp_path))

@@ -200,3 +200,27 @@ def test_default_task_is_charlm_and_preset_mqar_restores_the_recall_recipe() -> 
     recall = compose(["+space=efficient_attn", "preset=mqar"])
     assert recall.task.name == "mqar" and recall.train.teacher_steps == 700
     assert recall.train.batch_size == 64 and recall.train.max_steps == 1100
+
+
+def test_a_trial_that_raises_is_recorded_and_the_search_goes_on(tmp_path, monkeypatch, capsys) -> None:  # fmt: skip
+    """An operator rejecting a shape, a NaN loss, out of memory: the trial is failed with its
+    reason, the next trials run, the study reaches its budget and the report counts failures."""
+    from nas.study import Scorer
+
+    real, calls = Scorer.__call__, []
+
+    def flaky(self, arch):
+        calls.append(arch.signature)
+        if len(calls) in (2, 4):  # two of the trials hit an error
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(self, arch)
+
+    monkeypatch.setattr(Scorer, "__call__", flaky)
+    run_search(compose(tiny(tmp_path, trials=4)))
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    study = optuna.load_study(study_name=info["study_name"], storage=info["storage"])
+    failed = study.get_trials(states=(optuna.trial.TrialState.FAIL,))
+    assert len(completed(tmp_path / "run")) == 4 and len(failed) == 2
+    assert {t.user_attrs["error"] for t in failed} == {"RuntimeError: CUDA out of memory (simulated)"}  # fmt: skip
+    out, err = capsys.readouterr()
+    assert "2 trials failed and were skipped" in out and "Traceback" not in err

@@ -38,10 +38,12 @@ def supernet_dir(tmp_path_factory) -> Path:
     return out
 
 
-def start_worker(tmp_path: Path, name: str, supernet: Path, storage: str, *extra: str):
+def start_worker(tmp_path: Path, name: str, supernet: Path, storage: str, *extra: str,
+                 cache: str = "latency"):  # fmt: skip
+    """A worker process; workers share the latency cache unless given their own ``cache``."""
     argv = [*TINY, *SEARCH, f"supernet_path={supernet}", f"search.storage={storage}",
             "search.study_name=shared", f"run_dir={tmp_path / name}",
-            f"latency.cache_dir={tmp_path / 'latency'}", *extra]  # fmt: skip
+            f"latency.cache_dir={tmp_path / cache}", *extra]  # fmt: skip
     log = (tmp_path / f"{name}.log").open("w")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "nas.search", *argv], env=env,
@@ -112,10 +114,19 @@ def test_a_worker_killed_mid_trial_has_its_trial_retried(tmp_path, postgres, sup
     url, n, interval = postgres.new_database(), 20, 1
     slow = [f"search.n_trials={n}", f"search.heartbeat_interval={interval}",
             "latency.min_run_time=1.0"]  # fmt: skip
-    victim = start_worker(tmp_path, "victim", supernet_dir, url, *slow)
-    wait_for(lambda: trials(url, TrialState.COMPLETE), victim)
-    survivor = start_worker(tmp_path, "survivor", supernet_dir, url, *slow)
-    wait_for(lambda: len(trials(url, TrialState.RUNNING)) == 2, survivor)  # both mid-trial
+    # own latency caches: every trial measures (a cached latency would make a trial too short)
+    victim = start_worker(tmp_path, "victim", supernet_dir, url, *slow, cache="victim-latency")
+    survivor = start_worker(tmp_path, "survivor", supernet_dir, url, *slow, cache="surv-latency")
+    wait_for(lambda: any(t.user_attrs.get("worker", "").endswith(f":{survivor.pid}")
+                         for t in trials(url, TrialState.COMPLETE)), survivor)  # fmt: skip
+
+    def victim_mid_trial() -> bool:  # its trial started 0.3-0.8 s ago: it lasts over a second
+        now = time.time()
+        return any(t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
+                   and 0.3 < now - t.datetime_start.timestamp() < 0.8
+                   for t in trials(url, TrialState.RUNNING))  # fmt: skip
+
+    wait_for(victim_mid_trial, victim)
     killed_at = time.time()
     victim.send_signal(signal.SIGKILL)
     victim.wait()
@@ -130,6 +141,7 @@ def test_a_worker_killed_mid_trial_has_its_trial_retried(tmp_path, postgres, sup
     # failed once its last heartbeat (up to an interval before the kill) was 2 intervals old,
     # noticed when the survivor starts its next trial
     seconds = killed.datetime_complete.timestamp() - killed_at
+    print(f"trial {killed.number} failed {seconds:.1f} s after its worker was killed")
     assert interval <= seconds < 2 * interval + 10, seconds
 
 

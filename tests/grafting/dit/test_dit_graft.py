@@ -10,6 +10,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 import grafting
 from grafting import stage1
@@ -166,6 +167,11 @@ def test_graft_cli_end_to_end_and_reload(teacher, tmp_path, capsys):
     for name in ("model.onnx", "reference.safetensors", "export.json", "README.md", "side_by_side.png"):  # fmt: skip
         assert (exported / name).is_file()
     assert json.loads((exported / "export.json").read_text())["onnx"]["onnx_max_abs_diff"] < 1e-3
+    card = (exported / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---\n", 2)[1])  # Hub metadata: the teacher, tags, quality
+    assert card.startswith("---\n") and meta["base_model"] == report["base"]
+    assert {"grafted", "dit"} <= set(meta["tags"])
+    assert meta["graft"]["quality"]["grafted"] == q["grafted"]
     with torch.no_grad():
         assert torch.equal(grafting.load(exported)(x, t, y), model(x, t, y))
     before = (out / "grafted.safetensors").read_bytes()
