@@ -1,8 +1,9 @@
 """The bottom layer every package may import (``search_spaces``, ``supernet``, ``nas``,
 ``grafting``); it imports none of them: atomic writes (``atomic``), the learning-rate schedule
 (``schedule``), timing (``timing``, ``device``), Lightning's ``fit`` and quiet (``fit``, ``quiet``),
-the resumable data order (``step_sampler``), ONNX / torch.export (``portable``) and model cards
-(``model_card``). Importing it also quiets one import-time notice (below).
+the resumable data order (``step_sampler``), ONNX / torch.export (``portable``), model cards
+(``model_card``), the export folder's checks, reference and record (``export_folder``) and the
+shipped text corpus (``corpus``). Importing it also quiets one import-time notice (below).
 """
 
 import logging

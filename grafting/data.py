@@ -13,16 +13,12 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
-
-def corpus_dir() -> Path:
-    return Path(str(resources.files("conf"))) / "corpus"
-
+from common.corpus import corpus_dir, corpus_files, corpus_names
 
 PYDOC = "pydoc"
 
@@ -60,7 +56,7 @@ def check_source(source: str) -> None:
 def source_files(source: str) -> list[Path]:
     """The text files of a source setting (see the module docstring)."""
     if source == "corpus":
-        files = sorted(corpus_dir().glob("*.txt"))
+        files = corpus_files()
         if not files:
             raise FileNotFoundError(f"no corpus text found in {corpus_dir()}")
         return files
@@ -70,7 +66,7 @@ def source_files(source: str) -> list[Path]:
     path = Path(source).expanduser()
     if path.is_file():
         return [path]
-    names = sorted(p.stem for p in corpus_dir().glob("*.txt"))
+    names = corpus_names()
     raise FileNotFoundError(
         f"text source {source!r} is not 'corpus', {PYDOC!r}, a corpus name ({', '.join(names)}) "
         "or a file"

@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig
-from safetensors.torch import save_file
 
 from common.atomic import atomic_dir
+from common.export_folder import CARD, RECORD, REFERENCE, check_out, write_record, write_reference
 from search_spaces.checks import check_int, parse_shape
 from search_spaces.cli import UsageError, run_cli
 
@@ -35,7 +35,7 @@ SOURCE_WEIGHTS = (
     "grafted.safetensors",
     "model.safetensors",
 )  # a graft run or export (or an older export)
-WEIGHTS, REFERENCE, RECORD, CARD = "grafted.safetensors", "reference.safetensors", "export.json", "README.md"  # fmt: skip
+WEIGHTS = "grafted.safetensors"
 RENAMED = {"model.safetensors": WEIGHTS, "config.yaml": "graft_config.yaml"}
 NOT_COPIED = {"model.onnx", REFERENCE, RECORD, CARD}  # rewritten by every export
 
@@ -50,17 +50,6 @@ def check_run(run: Any) -> Path:
     if not any((path / w).is_file() for w in SOURCE_WEIGHTS) or not (path / "plan.yaml").is_file():  # fmt: skip
         raise UsageError(f"run={run}: not a grafted model folder (needs grafted.safetensors and plan.yaml)")  # fmt: skip
     return path
-
-
-def check_out(cfg: DictConfig, run: Path) -> Path:
-    if not cfg.out:
-        raise UsageError("choose the export folder with out=DIR")
-    out = Path(str(cfg.out)).expanduser()
-    if out.resolve() == run.resolve():
-        raise UsageError(f"out={cfg.out} is the graft folder itself; choose another folder")
-    if out.exists() and not cfg.overwrite:
-        raise UsageError(f"out={cfg.out} already exists; choose another folder or add overwrite=true")  # fmt: skip
-    return out
 
 
 def check_shape(shape: Any, max_len: int) -> tuple[tuple[int, int], list[str]]:
@@ -157,18 +146,13 @@ def write_folder(dest: Path, run: Path, model: Any, cfg: DictConfig, command: st
         onnx.notes = notes + onnx.notes
         info["onnx"] = onnx.to_dict()
     ref = make_inputs(shape, host["vocab_size"], int(cfg.seed) + 1, pad=shape[1] // 4)
-    with torch.no_grad():
-        ref["outputs"] = HFForward(model, host["causal"])(**ref).contiguous()
-    save_file(ref, str(dest / REFERENCE))
+    write_reference(dest, HFForward(model, host["causal"]), ref)
     info.update(
         reference={"shape": list(shape), "output": "logits" if host["causal"] else "last_hidden_state"},
         report=report,
         versions={"torch": torch.__version__, "transformers": transformers.__version__, "onnxruntime": onnxruntime.__version__},
     )  # fmt: skip
-    info["files"] = sorted(p.name for p in dest.iterdir()) + [RECORD, CARD]
-    (dest / RECORD).write_text(json.dumps(info, indent=2, default=str) + "\n")
-    (dest / CARD).write_text(model_card(info))
-    return info
+    return write_record(dest, info, model_card)
 
 
 def _json(path: Path) -> dict | None:
@@ -193,7 +177,9 @@ def export(cfg: DictConfig, argv: Sequence[str] = ()) -> int:
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     run = check_run(cfg.run)
-    out = check_out(cfg, run)
+    out = check_out(
+        cfg.out, overwrite=cfg.overwrite, source=run, source_name="graft folder", error=UsageError
+    )
     check_shape(cfg.onnx.shape, sys.maxsize)  # before any work
     model = load_grafted(run)
     command = " ".join(["python -m grafting.export", *argv])

@@ -264,10 +264,8 @@ def evaluate(
         report["sample"] = samples
     if not host.is_encoder and int(r.get("decode_tokens", 0)) > 0:
         prompt, new = int(r["decode_prompt"]), int(r["decode_tokens"])
-        report["decode"] = {
-            "prompt_len": prompt,
-            "new_tokens": new,
-            "host_tokens_per_s": decode_throughput(teacher, prompt, new, vocab),
-            "grafted_tokens_per_s": decode_throughput(student, prompt, new, vocab),
-        }
+        report["decode"] = {"prompt_len": prompt, "new_tokens": new}
+        for who, model in (("host", teacher), ("grafted", student)):
+            speed = decode_throughput(model, prompt, new, vocab)
+            report["decode"].update({f"{who}_{k}": v for k, v in speed.items()})
     return report

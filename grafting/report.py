@@ -177,8 +177,9 @@ def latency(
 @torch.no_grad()
 def decode_throughput(
     model: nn.Module, prompt_len: int, new_tokens: int, vocab_size: int, seed: int = 0
-) -> float:
-    """Greedy generation speed in new tokens per second after a ``prompt_len``-token prompt."""
+) -> dict[str, float]:
+    """Greedy generation of ``new_tokens`` after a ``prompt_len``-token prompt: ``tokens`` (the
+    new tokens ``generate`` returned), ``seconds`` (what the call took) and ``tokens_per_s``."""
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, vocab_size, (1, prompt_len), generator=g)
     kwargs = dict(
@@ -189,8 +190,10 @@ def decode_throughput(
         attention_mask=torch.ones_like(ids),
     )
     start = time.perf_counter()
-    model.generate(ids, **kwargs)
-    return new_tokens / (time.perf_counter() - start)
+    out = model.generate(ids, **kwargs)  # (1, prompt_len + tokens)
+    seconds = time.perf_counter() - start
+    tokens = out.shape[1] - prompt_len
+    return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
 
 
 def count_params(model: nn.Module) -> int:

@@ -8,9 +8,13 @@ input, used by stage 1 to regress the teacher's captured output.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 from transformers.cache_utils import Cache, DynamicLayer
+
+from search_spaces.ops.base import Operator
 
 
 def padding_from_mask(attention_mask: torch.Tensor | None, q_len: int) -> torch.Tensor | None:
@@ -58,8 +62,16 @@ class GraftStateLayer(DynamicLayer):
 
     def state_bytes(self) -> int:
         """Memory held by the state: constant for recurrent operators, growing for a KV cache."""
-        tensors = self.state if isinstance(self.state, tuple) else (self.state,)
-        return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+        return _tensor_bytes(self.state)
+
+
+def _tensor_bytes(state) -> int:
+    """Bytes of the tensors in ``state``: a tensor, or a (named) tuple of them, nested or None."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, tuple):
+        return sum(_tensor_bytes(s) for s in state)
+    return 0
 
 
 def state_layer(cache: Cache, layer_idx: int) -> GraftStateLayer:
@@ -75,14 +87,25 @@ def state_layer(cache: Cache, layer_idx: int) -> GraftStateLayer:
     return layer
 
 
-def recompute_step(op: nn.Module, x: torch.Tensor, state, padding_mask, positions):
-    """Decoding for an operator without ``step``: keep every input and recompute (exact, slow)."""
+class RecomputeState(NamedTuple):
+    """Decoding state of an operator without ``step``: every input so far (B, S, D) and which
+    of them are real tokens (B, S)."""
+
+    x: torch.Tensor
+    mask: torch.Tensor
+
+
+def recompute_step(
+    op: nn.Module, x: torch.Tensor, state: RecomputeState | None, padding_mask, positions
+) -> tuple[torch.Tensor, RecomputeState]:
+    """Decoding for an operator without ``step`` (``Operator.has_step()`` is False): keep every
+    input and recompute (exact, slow)."""
     new = x.shape[1]
     mask = padding_mask if padding_mask is not None else x.new_ones(x.shape[:2], dtype=torch.bool)
     if state is not None:
-        x, mask = torch.cat([state[0], x], dim=1), torch.cat([state[1], mask], dim=1)
+        x, mask = torch.cat([state.x, x], dim=1), torch.cat([state.mask, mask], dim=1)
     y = op(x, padding_mask=None if bool(mask.all()) else mask)
-    return y[:, -new:], (x, mask)
+    return y[:, -new:], RecomputeState(x, mask)
 
 
 class DecoderMixer(nn.Module):
@@ -115,9 +138,8 @@ class DecoderMixer(nn.Module):
         slot = state_layer(cache, self.layer_idx)
         if position_ids is None:
             position_ids = torch.arange(slot.seen, slot.seen + L, device=hidden_states.device)[None]
-        step = getattr(self.op, "step", None)
-        if step is not None:
-            y, slot.state = step(
+        if isinstance(self.op, Operator) and self.op.has_step():
+            y, slot.state = self.op.step(
                 hidden_states, slot.state, padding_mask=padding_mask, positions=position_ids
             )
         else:
@@ -191,7 +213,8 @@ class PlainMlp(nn.Module):
 
 
 def _positions_kw(op: nn.Module, positions: torch.Tensor | None) -> dict:
-    """``positions=`` only for operators that use rotary embeddings (others do not take it)."""
-    if positions is None or getattr(op, "rotary", None) is None:
+    """``positions=`` only for operators that use them (``Operator.uses_positions``; others do
+    not take it)."""
+    if positions is None or not (isinstance(op, Operator) and op.uses_positions):
         return {}
     return {"positions": positions}

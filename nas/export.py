@@ -24,11 +24,11 @@ from typing import Any
 import optuna
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from common.atomic import atomic_dir
 from common.device import check_device
+from common.export_folder import check_out, write_record, write_reference
 from nas.latency import measure
 from nas.model_card import model_card
 from nas.portable import write_portable
@@ -40,7 +40,7 @@ from search_spaces.checks import check_int, check_number, parse_shape, user_inpu
 from search_spaces.cli import UsageError, import_plugins, run_cli
 from supernet.io import load_supernet
 
-RUN_FILE, PARETO_FILE, REFERENCE_FILE = "run.json", "pareto.csv", "reference.safetensors"
+RUN_FILE, PARETO_FILE = "run.json", "pareto.csv"
 SELECTIONS = ("pareto", "best", "fastest")
 
 
@@ -192,8 +192,7 @@ def export_trial(trial: optuna.trial.FrozenTrial, dest: Path, ctx: dict[str, Any
     onnx_shape = list(cfg.onnx.shape or ctx["latency_shape"])
     example = _seeded_input(task, onnx_shape, cfg.seed)
     portable = write_portable(model, example, dest, dynamic=cfg.onnx.dynamic)
-    with torch.no_grad():
-        save_file({"inputs": example, "outputs": model(example).contiguous()}, str(dest / REFERENCE_FILE))  # fmt: skip
+    write_reference(dest, lambda inputs: model(inputs), {"inputs": example})
 
     lat_shape = list(cfg.latency.shape or ctx["latency_shape"])
     lat = measure(model, _seeded_input(task, lat_shape, cfg.seed), cfg.latency.device, threads=cfg.latency.threads,
@@ -213,22 +212,21 @@ def export_trial(trial: optuna.trial.FrozenTrial, dest: Path, ctx: dict[str, Any
         "portable": portable.to_dict(), "study_name": ctx["study"].study_name,
         "storage": ctx["storage"], "supernet": str(ctx["supernet_dir"]),
         "run_dir": str(ctx["run_dir"]) if ctx["run_dir"] else None, "git_commit": run.get("git_commit"),
-        "command": ctx["command"],
+        "command": ctx["command"], "plugins": arch.plugin_modules,
     }  # fmt: skip
-    info["files"] = sorted(p.name for p in dest.iterdir()) + ["export.json", "README.md"]
-    (dest / "export.json").write_text(json.dumps(info, indent=2, default=str))
-    (dest / "README.md").write_text(model_card(info))
-    return info
+    return write_record(dest, info, model_card)
 
 
 def check_settings(cfg: DictConfig) -> Path:
     """Every setting, checked before the run is read (a bad one would otherwise fail after the
     trials are trained and exported); returns the export folder."""
-    if not cfg.out:
-        raise UsageError("choose the export folder with out=DIR")
-    out = Path(cfg.out)
-    if out.exists() and not cfg.overwrite:
-        raise UsageError(f"out={out} already exists; choose another folder or add overwrite=true")
+    out = check_out(
+        cfg.out,
+        overwrite=cfg.overwrite,
+        source=cfg.run,
+        source_name="search run folder",
+        error=UsageError,
+    )
     check_int("finetune_steps", cfg.finetune_steps, minimum=0)
     if cfg.retrain and cfg.finetune_steps == 0:
         raise UsageError("retrain=true trains from scratch for finetune_steps steps: set finetune_steps=K > 0")  # fmt: skip

@@ -90,6 +90,9 @@ per-operator formulas, `Model.flops`; `torch.utils.flop_counter` misses attentio
 With the platform (`pip install` this repository; needs neither `supernet` nor `nas`):
 
 ```python
+{% for module in info.get("plugins") or [] %}
+import {{ module }}  # defines operators of this architecture: import it first
+{% endfor %}
 from search_spaces import load_exported
 model = load_exported('.')  # this folder: arch.yaml + model.safetensors, eval mode
 outputs = model(inputs)  # token ids (B, L) or images (B, C, H, W)

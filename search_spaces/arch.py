@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from common.atomic import atomic_write_text
-from search_spaces.registry import check_hparams, get_op
+from search_spaces.registry import check_hparams, get_op, plugin_modules
 
 BLOCKS = ("sequential", "parallel")
 NORM_PLACEMENTS = ("pre", "post")
@@ -249,6 +249,14 @@ class Arch:
     def loop_spec(self) -> LoopSpec:
         """The loop structure; a model without loops is all ``begin`` layers, run once."""
         return self.loop or LoopSpec(begin=len(self.layers), middle=0, end=0, repeats=1)
+
+    @property
+    def plugin_modules(self) -> list[str]:
+        """The modules outside the platform that define operators of this architecture (as
+        registered in this process): import them (``plugins=[...]``) before building it or
+        calling ``load_exported``."""
+        specs = (spec for layer in self.layers for spec in (layer.mixer, layer.channel, layer.norm))
+        return plugin_modules(spec.name for spec in specs)
 
     @property
     def depth(self) -> int:

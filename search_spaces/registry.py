@@ -9,12 +9,13 @@ the moment it is imported.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from torch import nn
 
 KINDS = ("mixer", "channel", "norm")
+LIBRARY = "search_spaces.ops"  # the package of the platform's own operators
 
 _REGISTRY: dict[str, dict[str, type[nn.Module]]] = {kind: {} for kind in KINDS}
 
@@ -58,7 +59,19 @@ def get_op(name: str | type[nn.Module], kind: str | None = None) -> type[nn.Modu
             return table[name]
     valid = list_ops(kind) if kind is not None else sorted(n for t in tables for n in t)
     what = f"{kind} operator" if kind is not None else "operator"
-    raise ValueError(f"unknown {what} {name!r}; valid names: {', '.join(valid)}")
+    raise ValueError(
+        f"unknown {what} {name!r}; valid names: {', '.join(valid)} (an operator of your own "
+        "registers when its module is imported: plugins=[your_module] on the command line, "
+        "or `import your_module` first in Python)"
+    )
+
+
+def plugin_modules(names: Iterable[str]) -> list[str]:
+    """The modules outside the platform's operator library (``search_spaces.ops``) that define
+    the operators ``names``: what to import (``plugins=[...]``) before an architecture naming
+    them can be built."""
+    modules = {get_op(name).__module__ for name in names}
+    return sorted(m for m in modules if m != LIBRARY and not m.startswith(f"{LIBRARY}."))
 
 
 def create_op(

@@ -164,6 +164,7 @@ CASES = {
     # python -m nas.export
     "export/no-out": Case("nas.export", (*EXPORT, "out=null"), "choose the export folder with out=DIR", search_run=True),
     "export/out-exists": Case("nas.export", EXPORT, "out=export already exists", (write("export/keep.txt", "x"),), search_run=True),
+    "export/out-is-run": Case("nas.export", (*EXPORT, "out=run", "overwrite=true"), "out=run is the search run folder itself", search_run=True),
     "export/finetune-steps-negative": Case("nas.export", (*EXPORT, "finetune_steps=-1"), "finetune_steps must be an integer >= 0", search_run=True),
     "export/retrain-without-steps": Case("nas.export", (*EXPORT, "retrain=true"), "set finetune_steps=K > 0", search_run=True),
     "export/run-missing": Case("nas.export", (*EXPORT, "run=nowhere"), "run=nowhere: no run.json there"),

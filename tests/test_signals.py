@@ -20,15 +20,23 @@ TRAIN = ["train.teacher_steps=1", "train.batch_size=8", "train.limit_val_batches
 def interrupt_when(argv: list[str], ready, log: Path) -> tuple[int, str]:
     """Run ``python -m argv``, send SIGINT once ``ready()``; return the status and stderr."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    # a shell starts background jobs with SIGINT ignored, and Python then installs no handler:
+    # give the child the default disposition, as a terminal would
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", *argv], env=env, stdout=out,
-                                stderr=subprocess.PIPE, text=True)  # fmt: skip
-        deadline = time.monotonic() + 300
-        while not ready() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert proc.poll() is None, f"ended before the interrupt: {proc.stderr.read()[-2000:]}"
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
+                                stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 300
+            while not ready() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert proc.poll() is None, f"ended before the interrupt: {proc.stderr.read()[-2000:]}"
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     return proc.returncode, err
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
+from common.export_folder import write_record, write_reference
 from common.model_card import card_data, render_card
 from grafting.report import count_params
 
@@ -48,7 +48,7 @@ def write_onnx(model: nn.Module, path: Path, batch: int, seed: int) -> dict[str,
 
 def write_folder(dest: Path, run: Path, model: nn.Module, cfg: Any, command: str) -> dict[str, Any]:  # fmt: skip
     """Write every file of a DiT export into ``dest`` and return the record."""
-    from grafting.export import REFERENCE, copy_files
+    from grafting.export import copy_files
     from grafting.plan import load_plan
 
     copy_files(run, dest)
@@ -57,9 +57,7 @@ def write_folder(dest: Path, run: Path, model: nn.Module, cfg: Any, command: str
     batch, seed = int(cfg.onnx.shape[0]), int(cfg.seed)
     onnx = write_onnx(model, dest / "model.onnx", batch, seed) if cfg.onnx.enabled else None
     ref = inputs(model, batch, seed + 1)
-    with torch.no_grad():
-        ref["outputs"] = model(**ref).contiguous()
-    save_file(ref, str(dest / REFERENCE))
+    write_reference(dest, model, ref)
     info = {
         "run": str(run.resolve()),
         "command": command,
@@ -71,10 +69,7 @@ def write_folder(dest: Path, run: Path, model: nn.Module, cfg: Any, command: str
         "reference": {"inputs": ["x", "t", "y"], "output": "epsilon and variance channels"},
         "report": report,
     }
-    info["files"] = sorted(p.name for p in dest.iterdir()) + ["export.json", "README.md"]
-    (dest / "export.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
-    (dest / "README.md").write_text(card(info))
-    return info
+    return write_record(dest, info, card)
 
 
 CARD = """\

@@ -20,8 +20,8 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from common.corpus import corpus_names, read_text
 from nas.tasks.base import IGNORE_INDEX, Task, register_task
-from nas.tasks.corpus import corpus_names, read_text
 from nas.tasks.splits import SPLITS, FixedSplits
 from search_spaces import HeadSpec
 

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
 from search_spaces.ops.base import causal_pairs
-from search_spaces.ops.projections import AttentionProjections, append_kv, decode_mask, key_mask
+from search_spaces.ops.projections import (
+    AttentionProjections,
+    KVCache,
+    append_kv,
+    decode_mask,
+    key_mask,
+)
 from search_spaces.registry import register_op
 
 
@@ -45,14 +54,13 @@ class SoftmaxAttention(AttentionProjections):
     def step(
         self,
         x: torch.Tensor,
-        state: tuple | None,
+        state: KVCache | None,
         *,
         padding_mask: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, tuple]:
-        """Causal incremental decoding: ``x`` (B, T, D) are the tokens after those in ``state``
-        (None at the start); returns their outputs and the new state, a KV cache
-        ``(k, v, valid)`` that grows with every token. Equals ``forward`` on the whole sequence."""
+    ) -> tuple[torch.Tensor, KVCache]:
+        """Causal incremental decoding (``Operator.step``): the state is a ``KVCache`` that
+        grows with every token."""
         if not self.causal:
             raise ValueError(f"{self.op_name}.step needs causal=True")
         q, k, v = self.project(x, positions)  # (B, H, T, hd), (B, Hkv, T, hd) x 2
@@ -108,3 +116,15 @@ class SparseQueryAttention(SoftmaxAttention):
             rope_theta=rope_theta,
         )
         self.baseline_heads = heads
+
+    @classmethod
+    def hparams_from_attention(
+        cls, host: Mapping[str, Any], requested: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The host's layout with half its query heads (or the plan's ``q_heads``) and no more
+        kv heads than query heads; ``init_from_attention`` then keeps every ``r``-th query head
+        and mean-pools key/value heads in groups."""
+        kw = super().hparams_from_attention(host, requested)
+        kw["q_heads"] = requested.get("q_heads", max(1, kw["heads"] // 2))
+        kw["kv_heads"] = min(kw["kv_heads"], kw["q_heads"])
+        return kw

@@ -3,13 +3,14 @@ Transformer"). Both are per-token, so ``causal`` and ``padding_mask`` are accept
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 from timm.layers import Mlp, SwiGLU, get_act_layer
 from torch import nn
 
-from search_spaces.ops.base import Operator, linear_flops
+from search_spaces.ops.base import Operator, copy_checked, linear_flops
 from search_spaces.registry import register_op
 
 MLP_ACTIVATIONS = ("gelu", "relu", "silu", "gelu_tanh")
@@ -24,8 +25,36 @@ def hidden_width(dim: int, ratio: float, hidden: int | None) -> int:
     return width
 
 
+def narrow_mlp(w: Mapping[str, torch.Tensor], hidden: int) -> dict[str, torch.Tensor]:
+    """Keep the ``hidden`` units with the largest product of input and output weight norms."""
+    ins = [k for k in w if ".fc1" in k]
+    outs = [k for k in w if ".fc2" in k]
+    score = w[[k for k in ins if k.endswith("weight")][0]].norm(dim=1)
+    score = score * w["mlp.fc2.weight"].norm(dim=0)
+    keep = score.topk(hidden).indices.sort().values
+    out = {k: w[k][keep] for k in ins}
+    out.update({k: w[k][:, keep] if k.endswith("weight") else w[k] for k in outs})
+    return out
+
+
+class ChannelMlp(Operator):
+    """Base of the channel mixers: ``hidden`` units in a timm MLP ``self.mlp``."""
+
+    hidden: int
+
+    def init_from_mlp(self, weights: Mapping[str, torch.Tensor], host: Mapping[str, Any]) -> bool:
+        """A host MLP of this operator's kind gives its weights; a narrower operator keeps the
+        hidden units with the largest ``|w_in| * |w_out|`` (``narrow_mlp``)."""
+        if host["name"] != self.op_name:
+            return False
+        if self.hidden != host["hidden"]:
+            weights = narrow_mlp(weights, self.hidden)
+        copy_checked(self, weights)
+        return True
+
+
 @register_op("mlp", kind="channel")
-class MlpChannel(Operator):
+class MlpChannel(ChannelMlp):
     """Two-layer MLP ``fc2(act(fc1 x))`` (timm ``Mlp``), ``hidden = int(ratio * dim)``."""
 
     def __init__(
@@ -52,7 +81,7 @@ class MlpChannel(Operator):
         return 2 * linear_flops(self.dim, self.hidden, seq_len)
 
 
-class GatedMlp(Operator):
+class GatedMlp(ChannelMlp):
     """GLU channel mixer ``fc2(act(fc1_g x) ⊙ fc1_x x)`` on timm's ``SwiGLU``, whose separate
     ``fc1_g``/``fc1_x``/``fc2`` match Llama's ``gate_proj``/``up_proj``/``down_proj``.
     Registered subclasses only choose ``activation``."""

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from search_spaces.ops.linear_attention import FEATURE_MAPS, causal_linear_chunked, with_ones
-from search_spaces.ops.projections import append_kv
+from search_spaces.ops.projections import KVCache, append_kv
 from search_spaces.ops.sliding_window import SlidingWindowAttention, key_blocks
 from search_spaces.registry import register_op
+
+
+class SwaLinearState(NamedTuple):
+    """Decoding state of ``swa_linear``, bounded in size whatever the length decoded."""
+
+    window: KVCache | None  # the last `window - 1` keys/values (None for window == 1)
+    linear: torch.Tensor | None  # S = Σ φ(k) [v, 1]ᵀ (B, H, F, hd + 1) over the keys that left
+    # the window, sinks excluded (None while there are none)
+    sinks: KVCache | None  # the first `sinks` keys of the sequence (None without sinks)
+    seen: int  # keys so far
 
 
 @register_op("swa_linear", kind="mixer")
@@ -149,16 +161,15 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
     def step(
         self,
         x: torch.Tensor,
-        state: tuple | None,
+        state: SwaLinearState | None,
         *,
         padding_mask: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, tuple]:
-        """Causal incremental decoding with a bounded state: the last ``window - 1`` keys/values
-        (and their validity) for the softmax part, and ``S = Σ φ(k) [v, 1]ᵀ`` (B, H, F, hd + 1)
-        over the keys that have left the window for the linear part; ``x`` (B, T, D) are the next
-        tokens. State: ``(k, v, valid, S)``, any of them ``None`` while empty; with sinks, then
-        ``(sink_k, sink_v, sink_valid, seen)``: the first ``sinks`` keys and the count so far."""
+    ) -> tuple[torch.Tensor, SwaLinearState]:
+        """Causal incremental decoding (``Operator.step``) with a bounded state,
+        ``SwaLinearState``: the last ``window - 1`` keys/values for the softmax part, ``S`` over
+        the keys that have left the window for the linear part, and with sinks the first
+        ``sinks`` keys and the count so far."""
         if not self.causal:
             raise ValueError("swa_linear.step needs causal=True")
         T, hd = x.shape[1], self.head_dim
@@ -166,11 +177,10 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
         if state is None:  # a prompt: the block-wise form, linear in its length
             y = self.merge(self.attend(q, k, v, padding_mask))
             return y, self.prompt_state(k, v, padding_mask)
-        seen = int(state[7]) if self.sinks else 0  # keys before this call
-        sinks = self.update_sinks(state[4:7] if self.sinks else None, k, v, padding_mask, seen)
-        cached = state[:3] if state[0] is not None else None
-        past = state[3]  # S over keys outside every window
-        k, v, valid, kept = append_kv(cached, k, v, padding_mask, keep=self.window - 1)
+        seen = state.seen  # keys before this call
+        sinks = self.update_sinks(state.sinks, k, v, padding_mask, seen)
+        past = state.linear  # S over keys outside every window
+        k, v, valid, kept = append_kv(state.window, k, v, padding_mask, keep=self.window - 1)
         k, v = self.expand_kv(k), self.expand_kv(v)  # (B, H, S, hd): cached keys, then new ones
         fq, fk = self.feature_map(q), self.feature_map(k)  # (B, H, T, F), (B, H, S, F)
         v1 = with_ones(v)  # (B, H, S, hd + 1)
@@ -191,9 +201,9 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
         y = 0.0
         if sinks is not None:  # sink keys beyond the window: softmax part
             q_abs = torch.arange(seen, seen + T, device=x.device)
-            s_abs = torch.arange(sinks[0].shape[2], device=x.device)
-            sk, sv = self.expand_kv(sinks[0]), self.expand_kv(sinks[1])
-            far, sink_scores = self.sink_scores(q, sk, q_abs, s_abs, sinks[2])
+            s_abs = torch.arange(sinks.k.shape[2], device=x.device)
+            sk, sv = self.expand_kv(sinks.k), self.expand_kv(sinks.v)
+            far, sink_scores = self.sink_scores(q, sk, q_abs, s_abs, sinks.valid)
             m = torch.maximum(m, sink_scores.amax(-1, keepdim=True))
             sv1 = with_ones(sv)
             y = (gamma * torch.exp(sink_scores - m) * far) @ sv1
@@ -207,12 +217,18 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
             fresh = fk[:, :, :gone].transpose(-1, -2) @ v1l[:, :, :gone]  # (B, H, F, hd + 1)
             past = fresh if past is None else past + fresh
         y = y[..., :-1] / (y[..., -1:].clamp(min=0) + self.eps)  # (B, H, T, hd)
-        kept = kept if kept is not None else (None, None, None)
-        return self.merge(y), self.pack_state(kept, past, sinks, seen + T, x.device)
+        return self.merge(y), SwaLinearState(kept, past, sinks, seen + T)
 
-    def update_sinks(self, sinks, k, v, padding_mask, seen: int) -> tuple | None:
-        """The sink cache ``(k, v, valid)`` after new keys/values (B, Hkv, T, hd) that follow
-        ``seen`` earlier ones: the first ``sinks`` keys of the sequence (None without sinks)."""
+    def update_sinks(
+        self,
+        sinks: KVCache | None,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        padding_mask: torch.Tensor | None,
+        seen: int,
+    ) -> KVCache | None:
+        """The sink cache after new keys/values (B, Hkv, T, hd) that follow ``seen`` earlier
+        ones: the first ``sinks`` keys of the sequence (None without sinks)."""
         if not self.sinks:
             return None
         take = max(0, min(self.sinks - seen, k.shape[2]))
@@ -220,39 +236,37 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
             return sinks
         valid = padding_mask[:, :take] if padding_mask is not None else None
         new = append_kv(None, k[:, :, :take], v[:, :, :take], valid)[3]
-        if sinks is None or sinks[0] is None:
+        if sinks is None:
             return new
-        return tuple(
-            torch.cat([a, b], dim=-1 if a.dim() == 2 else 2)
-            for a, b in zip(sinks, new, strict=True)
+        return KVCache(
+            torch.cat([sinks.k, new.k], dim=2),
+            torch.cat([sinks.v, new.v], dim=2),
+            torch.cat([sinks.valid, new.valid], dim=1),
         )
-
-    def pack_state(self, kept, past, sinks, seen: int, device) -> tuple:
-        if not self.sinks:
-            return (*kept, past)
-        return (*kept, past, *sinks, torch.tensor(seen, device=device))
 
     def prompt_state(
         self, k: torch.Tensor, v: torch.Tensor, padding_mask: torch.Tensor | None
-    ) -> tuple:
+    ) -> SwaLinearState:
         """The decoding state after a prompt's keys/values (B, Hkv, T, hd): its last
         ``window - 1`` keys, ``S`` over the ones before them but the sinks (``None`` if there
-        are none), then the sink cache and the key count when there are sinks."""
+        are none), the sink cache and the key count."""
         T = k.shape[2]
         _, _, _, kept = append_kv(None, k, v, padding_mask, keep=self.window - 1)
-        kept = kept if kept is not None else (None, None, None)
         sinks = self.update_sinks(None, k, v, padding_mask, 0)
         gone = T - max(self.window - 1, 0)
         first = min(self.sinks, max(gone, 0))  # sinks among the gone keys feed no S
         if gone - first <= 0:
-            return self.pack_state(kept, None, sinks, T, k.device)
+            return SwaLinearState(kept, None, sinks, T)
         k, v = (self.expand_kv(t[:, :, first:gone]) for t in (k, v))  # (B, H, n, hd)
         fk = self.feature_map(k)
         v1 = with_ones(v)
         if padding_mask is not None:
             real = padding_mask[:, None, first:gone, None].to(fk.dtype)
             fk, v1 = fk * real, v1 * real
-        return self.pack_state(kept, fk.transpose(-1, -2) @ v1, sinks, T, k.device)
+        return SwaLinearState(kept, fk.transpose(-1, -2) @ v1, sinks, T)
+
+    def sdpa_flops(self, seq_len: int) -> int:
+        return 0  # the window part is computed by hand, not by scaled_dot_product_attention
 
     def flops(self, seq_len: int) -> int:
         block, n, before, after = self.layout(seq_len)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -96,6 +98,13 @@ def causal_linear_chunked(
     return out.view(B, H, n * chunk, dv)[:, :, :L]  # (B, H, L, dv)
 
 
+class LinearAttentionState(NamedTuple):
+    """Decoding state of ``linear``: ``S = Σ φ(k) [v, 1]ᵀ`` over the tokens seen,
+    (B, H, F, hd + 1); its size does not grow with the sequence."""
+
+    kv: torch.Tensor
+
+
 @register_op("linear", kind="mixer")
 class LinearAttention(AttentionProjections):
     """Linear attention (Katharopoulos et al. 2020) on softmax-attention projections.
@@ -174,15 +183,16 @@ class LinearAttention(AttentionProjections):
     def step(
         self,
         x: torch.Tensor,
-        state: torch.Tensor | None,
+        state: LinearAttentionState | None,
         *,
         padding_mask: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Causal incremental decoding with a constant-size state: ``S = Σ φ(k) [v, 1]ᵀ`` over
-        the tokens seen, (B, H, F, hd + 1); ``x`` (B, T, D) are the next tokens."""
+    ) -> tuple[torch.Tensor, LinearAttentionState]:
+        """Causal incremental decoding (``Operator.step``) with a constant-size state,
+        ``LinearAttentionState``."""
         if not self.causal:
             raise ValueError("linear.step needs causal=True")
+        past = None if state is None else state.kv  # (B, H, F, hd + 1)
         q, k, v = self.project(x, positions)  # (B, H, T, hd), (B, Hkv, T, hd) x 2
         k, v = self.expand_kv(k), self.expand_kv(v)  # (B, H, T, hd)
         fq, fk = self.feature_map(q), self.feature_map(k)  # (B, H, T, F)
@@ -192,15 +202,15 @@ class LinearAttention(AttentionProjections):
             fk, v = fk * keep, v * keep
         fresh = fk.transpose(-1, -2) @ v  # (B, H, F, hd + 1): Σ φ(k) [v, 1]ᵀ of these tokens
         if x.shape[1] == 1:  # one token (decoding): it sees the state and itself
-            state = fresh if state is None else state + fresh
-            y = fq @ state  # (B, H, 1, hd + 1)
+            kv = fresh if past is None else past + fresh
+            y = fq @ kv  # (B, H, 1, hd + 1)
         else:
             y = causal_linear_chunked(fq, fk, v, min(self.chunk_size, x.shape[1]))
-            if state is not None:
-                y = y + fq @ state  # (B, H, T, hd + 1): contribution of every earlier token
-            state = fresh if state is None else state + fresh
+            if past is not None:
+                y = y + fq @ past  # (B, H, T, hd + 1): contribution of every earlier token
+            kv = fresh if past is None else past + fresh
         y = y[..., :-1] / (y[..., -1:] + self.eps)  # (B, H, T, hd)
-        return self.merge(y), state
+        return self.merge(y), LinearAttentionState(kv)
 
     def flops(self, seq_len: int) -> int:
         feats, dv, H = self.feature_map.out_dim, self.head_dim + 1, self.heads

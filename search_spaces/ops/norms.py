@@ -26,6 +26,9 @@ class Norm(Operator):
     def flops(self, seq_len: int) -> int:
         return self.flops_per_element * seq_len * self.dim
 
+    def counted_flops(self, seq_len: int) -> int:
+        return 0  # elementwise work only: the flop counter sees none of it
+
 
 @register_op("layernorm", kind="norm")
 class LayerNorm(Norm):

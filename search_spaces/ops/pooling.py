@@ -77,3 +77,6 @@ class Pooling(Operator):
         per-position mask pooling (not per channel) is not counted."""
         window = self.pool_size**2 if self.grid else self.pool_size
         return (window + 1) * seq_len * self.dim
+
+    def counted_flops(self, seq_len: int) -> int:
+        return 0  # window sums (average pooling) and elementwise work: the flop counter sees none

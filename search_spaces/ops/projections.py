@@ -7,10 +7,13 @@ weights copy into softmax, sqa, linear and sliding-window operators without resh
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
 import torch
 from torch import nn
 
-from search_spaces.ops.base import Operator, linear_flops
+from search_spaces.ops.base import Operator, copy_checked, linear_flops
 from search_spaces.ops.rotary import RotaryEmbedding
 
 
@@ -46,6 +49,10 @@ class AttentionProjections(Operator):
         self.o_proj = nn.Linear(heads * head_dim, dim, bias=out_bias)
         self.rotary = RotaryEmbedding(head_dim, rope_theta) if rope_theta else None
 
+    @property
+    def uses_positions(self) -> bool:
+        return self.rotary is not None
+
     def project(
         self, x: torch.Tensor, positions: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -73,6 +80,72 @@ class AttentionProjections(Operator):
         qo = 2 * linear_flops(self.dim, self.heads * self.head_dim, seq_len)
         kv = 2 * linear_flops(self.dim, self.kv_heads * self.head_dim, seq_len)
         return qo + kv
+
+    def sdpa_flops(self, seq_len: int) -> int:
+        """The part of ``flops`` computed inside ``scaled_dot_product_attention`` (0 for an
+        operator that does not call it)."""
+        return 0
+
+    def counted_flops(self, seq_len: int) -> int:
+        return self.flops(seq_len) - self.sdpa_flops(seq_len)  # SDPA counts 0 FLOPs on CPU
+
+    @classmethod
+    def hparams_from_attention(
+        cls, host: Mapping[str, Any], requested: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The host's own layout (heads, kv_heads, head_dim, bias flags, rope_theta), so that
+        its Q/K/V/O weights fit unchanged."""
+        return dict(host)
+
+    def init_from_attention(
+        self, weights: Mapping[str, torch.Tensor], host: Mapping[str, Any]
+    ) -> bool:
+        """The host's Q/K/V/O unchanged (LoLCATs; Mamba-in-the-Llama), or reduced to this
+        operator's fewer heads by ``select_heads`` (the GQA uptraining init)."""
+        if (self.heads, self.kv_heads) != (host["heads"], host["kv_heads"]):
+            weights = select_heads(weights, self.heads, self.kv_heads, host)
+        copy_checked(self, weights)
+        return True
+
+
+def select_heads(
+    w: Mapping[str, torch.Tensor], q_heads: int, kv_heads: int, host: Mapping[str, Any]
+) -> dict[str, torch.Tensor]:
+    """Host attention weights reduced to ``q_heads`` query and ``kv_heads`` kv heads.
+
+    Query heads ``0, r, 2r, ...`` (``r = H / q_heads``) are kept unchanged, with their columns of
+    ``W_o`` (unscaled: the dropped heads' share is left for distillation to recover). Each new kv
+    head serves ``q_heads / kv_heads`` consecutive kept query heads and starts as the mean of the
+    host kv heads those queries read, so a host with as many kv heads as query heads keeps its
+    kept heads exactly (query, key, value and output)."""
+    H, Hkv, hd = host["heads"], host["kv_heads"], host["head_dim"]
+    if H % q_heads or Hkv % kv_heads or q_heads % kv_heads:
+        raise ValueError(
+            f"cannot start {q_heads} query / {kv_heads} kv heads from the host's {H} / {Hkv}: "
+            "both must divide the host's, and the kv heads the query heads"
+        )
+    keep = torch.arange(0, H, H // q_heads)  # kept query heads
+    host_kv = (keep // (H // Hkv)).view(kv_heads, -1)  # host kv head of each, per new kv head
+
+    def take(t: torch.Tensor) -> torch.Tensor:  # (H hd, ...) -> (q_heads hd, ...)
+        return t.reshape(H, hd, -1)[keep].reshape(-1, *t.shape[1:])
+
+    def pool(t: torch.Tensor) -> torch.Tensor:  # (Hkv hd, ...) -> (kv_heads hd, ...)
+        heads = t.reshape(Hkv, hd, -1)
+        pooled = [heads[group.unique()].mean(0) for group in host_kv]
+        return torch.stack(pooled).reshape(-1, *t.shape[1:])
+
+    out = {}
+    for name, t in w.items():
+        if name.startswith("q_proj"):
+            out[name] = take(t)
+        elif name.startswith(("k_proj", "v_proj")):
+            out[name] = pool(t)
+        elif name == "o_proj.weight":  # the kept heads' columns
+            out[name] = take(t.t()).t().contiguous()
+        else:
+            out[name] = t
+    return out
 
 
 def key_mask(
@@ -109,17 +182,35 @@ def decode_mask(key_valid: torch.Tensor, q_len: int, window: int | None = None) 
     return mask | (eye & ~mask.any(-1, keepdim=True))
 
 
-def append_kv(state, k, v, padding_mask, keep: int | None = None):
-    """Concatenate new keys/values (B, H_kv, T, hd) and their validity onto a cached
-    ``(k, v, valid)`` state; ``keep`` bounds the cache to the last ``keep`` keys (the new ones
-    are always returned in full with the cached ones, before trimming)."""
+class KVCache(NamedTuple):
+    """Decoding state of softmax-like attention (the ``step`` of ``softmax``, ``sqa``,
+    ``sliding_window``): cached keys and values (B, H_kv, S, hd) and which of them are real
+    tokens (B, S)."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    valid: torch.Tensor
+
+
+def append_kv(
+    state: KVCache | None,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    padding_mask: torch.Tensor | None,
+    keep: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, KVCache | None]:
+    """Concatenate new keys/values (B, H_kv, T, hd) and their validity onto a cached state;
+    returns all keys, values and validity (cached, then new) and the new state, which ``keep``
+    bounds to the last ``keep`` keys (None when ``keep == 0``)."""
     B, _, T, _ = k.shape
     valid = padding_mask if padding_mask is not None else k.new_ones(B, T, dtype=torch.bool)
     if state is not None:
-        k = torch.cat([state[0], k], dim=2)
-        v = torch.cat([state[1], v], dim=2)
-        valid = torch.cat([state[2], valid], dim=1)
-    new_state = (k, v, valid)
-    if keep is not None:
-        new_state = (k[:, :, -keep:], v[:, :, -keep:], valid[:, -keep:]) if keep > 0 else None
+        k = torch.cat([state.k, k], dim=2)
+        v = torch.cat([state.v, v], dim=2)
+        valid = torch.cat([state.valid, valid], dim=1)
+    new_state = KVCache(k, v, valid)
+    if keep == 0:
+        new_state = None
+    elif keep is not None:
+        new_state = KVCache(k[:, :, -keep:], v[:, :, -keep:], valid[:, -keep:])
     return k, v, valid, new_state

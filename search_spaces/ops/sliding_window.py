@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from search_spaces.ops.projections import AttentionProjections, append_kv, decode_mask
+from search_spaces.ops.projections import AttentionProjections, KVCache, append_kv, decode_mask
 from search_spaces.registry import register_op
 
 
@@ -129,13 +129,14 @@ class SlidingWindowAttention(AttentionProjections):
     def step(
         self,
         x: torch.Tensor,
-        state: tuple | None,
+        state: KVCache | None,
         *,
         padding_mask: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, tuple | None]:
-        """Causal incremental decoding with a bounded cache: the state keeps only the last
-        ``window - 1`` keys/values (and their validity), whatever the length decoded so far."""
+    ) -> tuple[torch.Tensor, KVCache | None]:
+        """Causal incremental decoding (``Operator.step``) with a bounded cache: the state, a
+        ``KVCache``, keeps only the last ``window - 1`` keys/values, whatever the length decoded
+        so far (None for ``window == 1``)."""
         if not self.causal:
             raise ValueError("sliding_window.step needs causal=True")
         q, k, v = self.project(x, positions)  # (B, H, T, hd), (B, Hkv, T, hd) x 2

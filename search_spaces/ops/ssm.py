@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -92,6 +93,14 @@ def ssd_scan_flops(seq_len: int, chunk_size: int, heads: int, head_dim: int, d_s
     return intra + states
 
 
+class SSMState(NamedTuple):
+    """Decoding state of ``ssm``, constant in size: the last ``conv_kernel - 1`` conv inputs
+    (B, C, K - 1) and the SSM state (B, h, n, p)."""
+
+    conv: torch.Tensor
+    ssm: torch.Tensor
+
+
 @register_op("ssm", kind="mixer")
 class SelectiveSSM(Operator):
     """Mamba-2 selective SSM mixer (Dao & Gu 2024, "Transformers are SSMs", SSD form).
@@ -177,13 +186,13 @@ class SelectiveSSM(Operator):
     def step(
         self,
         x: torch.Tensor,
-        state: tuple[torch.Tensor, torch.Tensor] | None,
+        state: SSMState | None,
         *,
         padding_mask: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """Causal incremental decoding with a constant-size state: the last ``conv_kernel - 1``
-        conv inputs (B, C, K - 1) and the SSM state (B, h, n, p). ``positions`` is unused."""
+    ) -> tuple[torch.Tensor, SSMState]:
+        """Causal incremental decoding (``Operator.step``) with a constant-size state,
+        ``SSMState``. ``positions`` is unused."""
         if not self.causal:
             raise ValueError("ssm.step needs causal=True")
         w_z, w_xBC, w_dt = self.in_proj.weight.split([self.d_inner, self.conv_dim, self.heads])
@@ -191,17 +200,17 @@ class SelectiveSSM(Operator):
         dt = zero_padded(F.softplus(F.linear(x, w_dt) + self.dt_bias), padding_mask)  # (B, T, h)
         B_, _, T = xBC.shape
         K = self.conv_kernel
-        past = xBC.new_zeros(B_, self.conv_dim, K - 1) if state is None else state[0]
+        past = xBC.new_zeros(B_, self.conv_dim, K - 1) if state is None else state.conv
         xBC = torch.cat([past, xBC], dim=-1)  # (B, C, K - 1 + T)
         conv_state = xBC[..., xBC.shape[-1] - (K - 1) :]
         xBC = F.silu(self.conv1d(xBC)).transpose(1, 2)  # (B, T, C)
         xs, Bm, Cm = xBC.split([self.d_inner, self.d_state, self.d_state], dim=-1)
         xs = xs.reshape(B_, T, self.heads, self.head_dim)  # (B, T, h, p)
         A = -torch.exp(self.A_log)
-        h0 = None if state is None else state[1]
+        h0 = None if state is None else state.ssm
         y, h = ssd_scan(xs, dt, A, Bm, Cm, self.D, self.chunk_size, h0, return_final_state=True)
         y = y.reshape(B_, T, self.d_inner)
-        return self.out_proj(self.norm(y * F.silu(F.linear(x, w_z)))), (conv_state, h)
+        return self.out_proj(self.norm(y * F.silu(F.linear(x, w_z)))), SSMState(conv_state, h)
 
     def fused_segments(self) -> dict[str, tuple[int, tuple[int, ...]]]:
         n, d = self.d_state, self.d_inner

@@ -49,28 +49,23 @@ def save(model, tmp: Path, name: str) -> Path:
 
 
 def tiny_configs():
-    from transformers import BertConfig, GPT2Config, LlamaConfig, Qwen2Config
+    from transformers import BertConfig, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config
 
     vocab = 30522
+    size = dict(
+        vocab_size=vocab,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=512,
+    )
+    decoder = dict(size, num_key_value_heads=2, intermediate_size=48)  # Llama-style: GQA
     return {
-        "bert": BertConfig(
-            vocab_size=vocab,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=64,
-            max_position_embeddings=512,
-        ),
+        "bert": BertConfig(**size, intermediate_size=64),
         "gpt2": GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_positions=512),
-        "llama": LlamaConfig(  # GQA, explicit head_dim != dim / heads, θ and YaRN scaling
-            vocab_size=vocab,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
+        "llama": LlamaConfig(  # explicit head_dim != dim / heads, θ and YaRN scaling
+            **decoder,
             head_dim=16,
-            intermediate_size=48,
-            max_position_embeddings=512,
             rope_parameters={
                 "rope_type": "yarn",
                 "rope_theta": 5000.0,
@@ -78,21 +73,14 @@ def tiny_configs():
                 "original_max_position_embeddings": 256,
             },
         ),
-        "qwen2": Qwen2Config(  # q/k/v bias
-            vocab_size=vocab,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            intermediate_size=48,
-            max_position_embeddings=512,
-        ),
+        "qwen2": Qwen2Config(**decoder),  # q/k/v bias
+        "mistral": MistralConfig(**decoder, sliding_window=None),  # the family refuses a window
     }
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    """{family: directory} of randomly initialised tiny models saved in HF format."""
+    """{model_type: directory} of randomly initialised tiny models saved in HF format."""
     from transformers import AutoModel, AutoModelForCausalLM
 
     tmp = tmp_path_factory.mktemp("hosts")

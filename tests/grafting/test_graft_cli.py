@@ -61,8 +61,12 @@ def test_cli_end_to_end(tiny_models, text_file, tmp_path, capsys, family, plan):
     assert report["text"]["ood_source"] == "pydoc"
     assert report["stage1"]["steps"] == 3 and report["stage2"]["steps"] == 2
     assert {"stage1", "stage2", "report"} <= set(report["seconds"])
-    if family == "llama":
-        assert report["decode"]["grafted_tokens_per_s"] > 0
+    if family == "llama":  # greedy decoding of report.decode_tokens=4 after a 16-token prompt
+        dec = report["decode"]
+        assert (dec["prompt_len"], dec["new_tokens"]) == (16, 4)
+        for who in ("host", "grafted"):  # tokens counted in generate's output, over its seconds
+            assert dec[f"{who}_tokens"] == 4
+            assert dec[f"{who}_tokens_per_s"] == pytest.approx(4 / dec[f"{who}_seconds"])
     for name in ("grafted.safetensors", "plan.yaml", "config.yaml", "config.json"):
         assert (out / name).is_file()
     model = grafting.load(out)

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+from common.corpus import corpus_names, read_text
 from nas.tasks import get_task
 from nas.tasks.charlm import UNK, CharLM
-from nas.tasks.corpus import corpus_names, read_text
 
 SPLITS = ("train", "val", "test")
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -299,7 +301,19 @@ def test_contract_batches_model_metric_and_latency_input(any_task: Task) -> None
     before = {k: v.clone() for k, v in batch.items()}
     num, count = any_task.metric_counts(outputs, batch)
     assert all(torch.equal(v, batch[k]) for k, v in before.items())  # batch not mutated
-    assert count == len(scored) and num >= 0
+    assert count == len(scored)
+    # the exact numerator on hand-made outputs: logit 3 on one class, wrong at every other scored
+    # position (bits per character then has a closed form: log(1 + (C-1)/e^3) or log(e^3 + C-1))
+    is_scored = targets != IGNORE_INDEX
+    wrong = is_scored & (is_scored.flatten().cumsum(0).view_as(targets) % 2 == 0)
+    guess = torch.where(wrong, (targets + 1) % classes, targets.clamp_min(0))
+    num, count = any_task.metric_counts(3.0 * one_hot_logits(guess, classes), batch)
+    n_wrong = int(wrong.sum())
+    n_right = count - n_wrong
+    assert count == len(scored) and 0 < n_wrong < count
+    nats = n_right * math.log1p((classes - 1) * math.exp(-3)) + n_wrong * math.log(math.exp(3) + classes - 1)  # fmt: skip
+    expected = {"accuracy": n_right, "bpc": nats / math.log(2)}[any_task.metric_name]
+    assert num == pytest.approx(expected, rel=1e-5)
 
     # a few steps on one batch: the loss must fall (the task's data and loss are learnable)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)

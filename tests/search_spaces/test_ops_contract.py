@@ -1,90 +1,100 @@
 """The operator contract, checked for every registered operator (a new operator is tested the
-moment it is registered): shapes, backward, finiteness, determinism, padding, causality."""
+moment it is registered) through the public ``search_spaces.testing.check_operator``: shapes,
+inputs left alone, gradients, determinism, padding, causality, FLOPs against the flop counter,
+and ``step`` against ``forward``; a plugin operator passes it, a broken one fails it clearly."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import search_spaces
 from search_spaces import get_op, list_ops
+from search_spaces.ops.base import Operator, zero_padded
+from search_spaces.registry import _REGISTRY
+from search_spaces.testing import OperatorContractError, check_operator
 
-DIM, B, L = 32, 2, 19  # L deliberately not a multiple of typical chunk/block sizes
-
-CASES = [
-    (name, causal)
-    for names in list_ops().values()
-    for name in names
-    for causal in (False, True)
-    if not causal or get_op(name).supports_causal
-]
-
-
-def make(name: str, causal: bool, seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return search_spaces.create_op(name, DIM, causal=causal).double()
+DIM = 32
+# hyperparameters that switch on optional paths: rotary positions in step, grouped kv heads, sinks
+EXTRA = {
+    "softmax": dict(kv_heads=2, rope_theta=1e4),
+    "linear": dict(kv_heads=2, feature_map="hedgehog", rope_theta=1e4),
+    "swa_linear": dict(window=8, block_size=4, sinks=2, rope_theta=1e4),
+}
 
 
-def inputs(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(B, L, DIM, generator=g, dtype=torch.float64)
-    mask = torch.ones(B, L, dtype=torch.bool)
-    mask[0, :5] = False  # left padding
-    mask[1, -4:] = False  # right padding
-    return x, mask
+@pytest.mark.parametrize("name", [n for names in list_ops().values() for n in names])
+def test_operator_contract(name: str) -> None:
+    check_operator(name)
 
 
-@pytest.mark.parametrize("name,causal", CASES)
-def test_shape_backward_finite(name: str, causal: bool) -> None:
-    op = make(name, causal)
-    x, mask = inputs()
-    x.requires_grad_(True)
-    for pm in (None, mask):
-        y = op(x, padding_mask=pm)
-        assert y.shape == x.shape
-        assert torch.isfinite(y).all()
-        y.square().sum().backward()
-        assert x.grad is not None and torch.isfinite(x.grad).all()
-        x.grad = None
+@pytest.mark.parametrize("name", sorted(EXTRA))
+def test_operator_contract_with_optional_paths(name: str) -> None:
+    check_operator(name, hparams=EXTRA[name])
 
 
-@pytest.mark.parametrize("name,causal", CASES)
-def test_deterministic_under_seed(name: str, causal: bool) -> None:
-    x, mask = inputs()
-    y1 = make(name, causal, seed=3)(x, padding_mask=mask)
-    y2 = make(name, causal, seed=3)(x, padding_mask=mask)
-    torch.testing.assert_close(y1, y2, rtol=0, atol=0)
+def test_step_is_declared_where_implemented() -> None:
+    decoders = {n for n in list_ops("mixer") if get_op(n).has_step()}
+    assert decoders == {"softmax", "sqa", "linear", "sliding_window", "ssm", "swa_linear"}
+    with pytest.raises(NotImplementedError, match="'pooling' has no incremental decoding"):
+        search_spaces.create_op("pooling", DIM, causal=True).step(torch.zeros(1, 1, DIM), None)
 
 
-@pytest.mark.parametrize("name,causal", CASES)
-def test_padded_positions_contribute_nothing(name: str, causal: bool) -> None:
-    op = make(name, causal)
-    x, mask = inputs()
-    noise = torch.randn_like(x) * 5
-    x2 = torch.where(mask[..., None], x, noise)
-    y1, y2 = op(x, padding_mask=mask), op(x2, padding_mask=mask)
-    torch.testing.assert_close(y1[mask], y2[mask], rtol=1e-9, atol=1e-9)
+class TokenShift(Operator):
+    """The README's plugin example: out_t = W x_{t-1} (RWKV-style token shift)."""
+
+    def __init__(self, dim: int, *, causal: bool = False) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(dim, dim)
+
+    def forward(self, x, *, padding_mask=None):
+        x = zero_padded(x, padding_mask)
+        return self.proj(F.pad(x, (0, 0, 1, -1)))  # (B, L, D)
+
+    def flops(self, seq_len: int) -> int:
+        return 2 * self.proj.in_features * self.proj.out_features * seq_len
 
 
-@pytest.mark.parametrize("name", [n for n, c in CASES if c])
-def test_causality(name: str) -> None:
-    op = make(name, causal=True)
-    x, _ = inputs()
-    for t in (0, 7, L - 2):
-        x2 = x.clone()
-        x2[:, t + 1 :] = torch.randn_like(x2[:, t + 1 :]) * 3
-        y1, y2 = op(x), op(x2)
-        torch.testing.assert_close(y1[:, : t + 1], y2[:, : t + 1], rtol=1e-9, atol=1e-9)
+class LeakyShift(TokenShift):
+    """Broken: reads the next token even when causal=True."""
+
+    def forward(self, x, *, padding_mask=None):
+        x = zero_padded(x, padding_mask)
+        return self.proj(F.pad(x, (0, 0, 1, -1)) + F.pad(x, (0, 0, -1, 1)))  # (B, L, D)
 
 
-@pytest.mark.parametrize("name,causal", CASES)
-def test_flops_positive_and_grow_with_length(name: str, causal: bool) -> None:
-    op = make(name, causal)
-    f_short, f_long = op.flops(64), op.flops(256)
-    assert isinstance(f_short, int) and f_short >= 0
-    assert f_long >= f_short
-    if name != "identity":
-        assert f_short > 0
+@pytest.fixture
+def plugin_ops():
+    """Register the test's plugin operators as a user's module would, and remove them after."""
+    registered = {"test_shift": TokenShift, "test_leaky_shift": LeakyShift}
+    for name, cls in registered.items():
+        search_spaces.register_op(name, kind="mixer")(cls)
+    yield registered
+    for name in registered:
+        del _REGISTRY["mixer"][name]
+
+
+def test_plugin_operator_passes_the_contract(plugin_ops) -> None:
+    check_operator("test_shift")
+    arch = search_spaces.Arch.from_dict(
+        {
+            "dim": DIM,
+            "head": {"kind": "lm", "vocab_size": 16, "max_len": 32},
+            "layers": [{"mixer": "test_shift", "channel": "mlp"}, {"mixer": "softmax", "channel": "mlp"}],
+        }
+    )  # fmt: skip
+    assert arch.plugin_modules == [__name__]  # what an export tells its users to import
+
+
+def test_broken_plugin_operator_fails_with_a_clear_message(plugin_ops) -> None:
+    check_operator("test_leaky_shift", causal=False)  # nothing wrong without causality
+    with pytest.raises(
+        OperatorContractError,
+        match=r"operator 'test_leaky_shift' \(causal=True\): changing the tokens after position 0 "
+        r"changed the outputs at positions <= 0",
+    ):
+        check_operator("test_leaky_shift")
 
 
 def test_every_issue_operator_is_registered() -> None:
@@ -98,7 +108,7 @@ def test_every_issue_operator_is_registered() -> None:
 
 
 def test_unknown_operator_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match="unknown mixer operator 'nope'.*softmax"):
+    with pytest.raises(ValueError, match="unknown mixer operator 'nope'.*softmax.*plugins=\\["):
         get_op("nope", "mixer")
     with pytest.raises(ValueError, match="unknown operator 'nope'.*swiglu"):
         get_op("nope")
@@ -110,8 +120,6 @@ def test_unknown_hyperparameter_is_named() -> None:
 
 
 def test_user_operator_registers_on_import() -> None:
-    from search_spaces.ops.base import Operator
-
     @search_spaces.register_op("test_scaled_identity", kind="mixer")
     class Scaled(Operator):
         def __init__(self, dim: int, *, causal: bool = False, scale: float = 2.0) -> None:
@@ -129,6 +137,4 @@ def test_user_operator_registers_on_import() -> None:
         op = search_spaces.create_op("test_scaled_identity", DIM, scale=3.0)
         assert op(torch.ones(1, 2, DIM)).max() == 3.0
     finally:
-        from search_spaces.registry import _REGISTRY
-
         del _REGISTRY["mixer"]["test_scaled_identity"]

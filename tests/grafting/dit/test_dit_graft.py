@@ -17,34 +17,19 @@ from grafting import stage1
 from grafting.dit.data import digits
 from grafting.dit.diffusion import GaussianDiffusion
 from grafting.dit.graft import calibration, is_dit
-from grafting.dit.model import DiT, DiTConfig
 from grafting.dit.train import main as train_main
 from grafting.families import get_family
 from grafting.graft import main as graft_main
 from grafting.plan import GraftPlan, load_plan
 from grafting.surgery import graft
+from tests.grafting.dit.tiny import dit_inputs, random_dit
 
 DIT_PLANS = ["dit_gated_conv_50", "dit_swa_50", "dit_linear_50", "dit_mlp_half", "dit_softmax_fresh_50"]  # fmt: skip
 
 
-def random_dit(seed: int = 0) -> DiT:
-    """A small DiT with every weight random (adaLN-Zero would make every block the identity)."""
-    torch.manual_seed(seed)
-    model = DiT(DiTConfig.from_preset("DiT-digits", depth=2, hidden_size=64, num_heads=4)).eval()
-    for p in model.parameters():
-        if p.requires_grad:
-            p.data.normal_(0, 0.05)
-    return model
-
-
-def inputs(n: int = 3):
-    g = torch.Generator().manual_seed(1)
-    return torch.randn(n, 1, 16, 16, generator=g), torch.tensor([1, 500, 999])[:n], torch.tensor([0, 3, 10])[:n]  # fmt: skip
-
-
 def test_softmax_self_graft_is_exact():
     model = random_dit()
-    x, t, y = inputs()
+    x, t, y = dit_inputs()
     plan = GraftPlan.from_dict(
         {
             "name": "self",
@@ -64,7 +49,7 @@ def test_dit_plans_graft_the_odd_or_all_blocks(plan):
     wrappers = graft(student, get_family(model.config), load_plan(plan))
     layers = {i for i, _ in wrappers}
     assert layers == ({0, 1} if plan == "dit_mlp_half" else {1})
-    x, t, y = inputs()
+    x, t, y = dit_inputs()
     with torch.no_grad():
         out = student(x, t, y)
     assert out.shape == model(x, t, y).shape and torch.isfinite(out).all()
@@ -157,7 +142,7 @@ def test_graft_cli_end_to_end_and_reload(teacher, tmp_path, capsys):
         assert (out / name).is_file()
     model = grafting.load(out)
     assert type(model).__name__ == "DiT" and type(model.blocks[1].attn).__name__ == "TokenMixer"
-    x, t, y = inputs(2)
+    x, t, y = dit_inputs(2)
     with torch.no_grad():
         assert torch.isfinite(model(x, t, y)).all()
     from grafting.export import main as export_main
@@ -184,7 +169,7 @@ def test_parallel_pairs_start_as_the_sum_of_both_blocks_updates():
     from grafting.dit.parallel import halve_depth
 
     model = random_dit()  # depth 2: one pair
-    x, t, y = inputs()
+    x, t, y = dit_inputs()
     with torch.no_grad():
         h = model.x_embedder(x) + model.pos_embed
         c = model.t_embedder(t) + model.y_embedder(y, False)
@@ -203,6 +188,6 @@ def test_parallel_pairs_cli_and_reload(teacher, tmp_path, capsys):
     assert report["grafted"] == ["0+1:parallel_pair"] and report["stage1"]["steps"] == 3
     model = grafting.load(out)
     assert len(model.blocks) == 1 and type(model.blocks[0]).__name__ == "ParallelPair"
-    x, t, y = inputs(2)
+    x, t, y = dit_inputs(2)
     with torch.no_grad():
         assert torch.isfinite(model(x, t, y)).all()

@@ -1,4 +1,5 @@
-"""The public-domain English corpus shipped in ``conf/corpus/`` (see ``conf/corpus/SOURCES.md``).
+"""The public-domain English corpus shipped in ``conf/corpus/`` (see ``conf/corpus/SOURCES.md``):
+the ``charlm`` task trains on it, grafting calibrates and evaluates on it.
 
 Plain UTF-8 ``.txt`` files, one work each, read through ``importlib.resources`` so that they
 are found both in a source checkout and in an installed package. Nothing is downloaded.
@@ -13,14 +14,15 @@ from pathlib import Path
 _PACKAGE, _FOLDER = "conf", "corpus"
 
 
-def _corpus_dir() -> Path:
+def corpus_dir() -> Path:
+    """The folder of the shipped texts."""
     # ``conf`` is a regular package installed as files (not zipped), so this is a real path
     return Path(str(resources.files(_PACKAGE).joinpath(_FOLDER)))
 
 
 def corpus_files() -> list[Path]:
     """Paths of the shipped texts, sorted by file name."""
-    return sorted(_corpus_dir().glob("*.txt"))
+    return sorted(corpus_dir().glob("*.txt"))
 
 
 def corpus_names() -> list[str]:
@@ -31,7 +33,7 @@ def corpus_names() -> list[str]:
 def read_text(name: str) -> str:
     """One text by name (``"alice_in_wonderland"`` or ``"alice_in_wonderland.txt"``)."""
     stem = name.removesuffix(".txt")
-    path = _corpus_dir() / f"{stem}.txt"
+    path = corpus_dir() / f"{stem}.txt"
     if not path.is_file():
         raise ValueError(f"unknown corpus text {name!r}; valid: {', '.join(corpus_names())}")
     return path.read_text(encoding="utf-8")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nas.tasks.corpus import corpus_files, corpus_names, read_corpus, read_text
+from common.corpus import corpus_files, corpus_names, read_corpus, read_text
 
 ROOT = Path(__file__).resolve().parents[2]
 
