@@ -28,11 +28,11 @@ from typing import Any
 import yaml
 
 from common.atomic import atomic_write_text
+from search_spaces.heads import HEADS, required_fields
 from search_spaces.registry import check_hparams, get_op, plugin_modules
 
 BLOCKS = ("sequential", "parallel")
 NORM_PLACEMENTS = ("pre", "post")
-HEAD_KINDS = ("lm", "seq_cls", "image_cls")
 POS_EMBEDDINGS = ("none", "learned")
 
 
@@ -207,14 +207,9 @@ class Arch:
 
     def _validate_head(self) -> None:
         h = self.head
-        if h.kind not in HEAD_KINDS:
-            raise _fail("head.kind", f"must be one of {HEAD_KINDS}, got {h.kind!r}")
-        required = {
-            "lm": ("vocab_size", "max_len"),
-            "seq_cls": ("vocab_size", "num_classes", "max_len"),
-            "image_cls": ("num_classes", "image_size", "patch_size", "in_chans"),
-        }[h.kind]
-        for name in required:
+        if h.kind not in HEADS:
+            raise _fail("head.kind", f"must be one of {tuple(HEADS)}, got {h.kind!r}")
+        for name in required_fields(h.kind):
             value = getattr(h, name)
             if not isinstance(value, int) or value < 1:
                 raise _fail(

@@ -1,16 +1,54 @@
 """Input stems and output heads, one pair per ``HeadSpec.kind``.
 
 A stem turns the raw input into tokens ``(B, L, D)``; a head turns the final tokens into the
-task's output. Both count their own FLOPs so ``Model.flops`` is complete.
+task's output. Both count their own FLOPs so ``Model.flops`` is complete, and both name in
+``requires`` the ``HeadSpec`` fields they need (``Arch`` checks them). A kind is registered with
+``@register_head(kind, stem=...)`` on its head class; ``get_head(kind)`` is the ``(stem, head)``
+pair, ``list_heads()`` the kinds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar
+
 import torch
 from torch import nn
 
-from search_spaces.arch import Arch
+from common.registry import Registry
 from search_spaces.ops.base import linear_flops
+
+if TYPE_CHECKING:  # Arch validates head kinds against this module's registry
+    from search_spaces.arch import Arch
+
+HeadPair = tuple[type[nn.Module], type[nn.Module]]  # (stem, head)
+HEADS: Registry[HeadPair] = Registry("head kind")
+
+
+def register_head(kind: str, *, stem: type[nn.Module]) -> Callable[[type[nn.Module]], type[nn.Module]]:  # fmt: skip
+    """Class decorator: ``HeadSpec(kind=kind)`` builds ``stem`` and then the decorated head."""
+
+    def decorator(cls: type[nn.Module]) -> type[nn.Module]:
+        HEADS.add(kind, (stem, cls))
+        return cls
+
+    return decorator
+
+
+def get_head(kind: str) -> HeadPair:
+    """The ``(stem, head)`` classes of a head kind; raises ``ValueError`` listing the kinds."""
+    return HEADS.lookup(kind)
+
+
+def list_heads() -> list[str]:
+    """The registered head kinds."""
+    return HEADS.names()
+
+
+def required_fields(kind: str) -> tuple[str, ...]:
+    """The ``HeadSpec`` fields a head kind needs (its stem's, then its head's)."""
+    stem, head = get_head(kind)
+    return tuple(dict.fromkeys((*stem.requires, *head.requires)))
 
 
 class LearnedPositions(nn.Module):
@@ -35,6 +73,8 @@ def _positions(arch: Arch) -> nn.Module:
 
 class TokenStem(nn.Module):
     """Token ids (B, L) -> embeddings (B, L, D)."""
+
+    requires: ClassVar[tuple[str, ...]] = ("vocab_size", "max_len")
 
     def __init__(self, arch: Arch) -> None:
         super().__init__()
@@ -61,6 +101,8 @@ class TokenStem(nn.Module):
 class PatchStem(nn.Module):
     """Images (B, C, H, W) -> patch tokens (B, H/p * W/p, D), row-major over the grid (ViT)."""
 
+    requires: ClassVar[tuple[str, ...]] = ("image_size", "patch_size", "in_chans")
+
     def __init__(self, arch: Arch) -> None:
         super().__init__()
         h = arch.head
@@ -76,8 +118,11 @@ class PatchStem(nn.Module):
         return self._flops
 
 
+@register_head("lm", stem=TokenStem)
 class LMHead(nn.Module):
     """Tokens (B, L, D) -> next-token logits (B, L, V)."""
+
+    requires: ClassVar[tuple[str, ...]] = ("vocab_size",)
 
     def __init__(self, arch: Arch) -> None:
         super().__init__()
@@ -91,8 +136,12 @@ class LMHead(nn.Module):
         return linear_flops(self.proj.in_features, self.proj.out_features, seq_len)
 
 
+@register_head("seq_cls", stem=TokenStem)
+@register_head("image_cls", stem=PatchStem)
 class ClassifierHead(nn.Module):
     """Tokens (B, L, D) -> class logits (B, C), by the mean over real (unpadded) tokens."""
+
+    requires: ClassVar[tuple[str, ...]] = ("num_classes",)
 
     def __init__(self, arch: Arch) -> None:
         super().__init__()
@@ -112,8 +161,4 @@ class ClassifierHead(nn.Module):
         return linear_flops(self.proj.in_features, self.proj.out_features, 1)
 
 
-HEAD_TYPES: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
-    "lm": (TokenStem, LMHead),
-    "seq_cls": (TokenStem, ClassifierHead),
-    "image_cls": (PatchStem, ClassifierHead),
-}
+HEAD_TYPES = HEADS  # the former name: ``HEAD_TYPES[kind]`` is the (stem, head) pair

@@ -11,15 +11,21 @@ Contract (every family):
 - ``install(layer, slot, op, layer_idx)`` swaps the grafted operator in, wrapped so that it takes
   the call signature of the module it replaces; it returns the wrapper, whose ``core(x,
   padding_mask, positions)`` computes the captured output from the captured input.
+
+A family registers itself with ``@register_family(name)`` on its class (one stateless instance is
+kept); the Hugging Face ``model_type`` values it lists must not be claimed by another family.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
+
+from common.registry import Registry
 
 SLOTS = ("mixer", "mlp")
 
@@ -72,6 +78,31 @@ class Family(abc.ABC):
 
     def num_layers(self, model: nn.Module) -> int:
         return len(self.layers(model))
+
+
+FAMILY_REGISTRY: Registry[Family] = Registry("model family", key=type)
+
+
+def register_family(name: str) -> Callable[[type[Family]], type[Family]]:
+    """Class decorator: make a ``Family`` subclass available to ``get_family`` as ``name`` and for
+    every Hugging Face ``model_type`` in its ``model_types``."""
+
+    def decorator(cls: type[Family]) -> type[Family]:
+        model_types = getattr(cls, "model_types", None)
+        if not model_types or not all(isinstance(t, str) for t in model_types):
+            raise ValueError(f"family {name!r} must set `model_types`, but got {model_types=}")
+        for other in FAMILY_REGISTRY.values():
+            taken = sorted(set(model_types) & set(other.model_types))
+            if taken and type(other) is not cls:
+                raise ValueError(
+                    f"model_type {taken[0]!r} of family {name!r} is already claimed by family "
+                    f"{other.name!r}"
+                )
+        FAMILY_REGISTRY.add(name, cls())  # raises (before ``name`` is set) if the name is taken
+        cls.name = name
+        return cls
+
+    return decorator
 
 
 def first_input(args: tuple, kwargs: dict) -> torch.Tensor:

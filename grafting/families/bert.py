@@ -7,14 +7,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from grafting.families.base import Family
+from grafting.families.base import Family, register_family
 from grafting.wrappers import PostNormMixer, PostNormMlp
 
 ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "silu": "silu"}
 
 
+@register_family("bert")
 class BertFamily(Family):
-    name = "bert"
     model_types = ("bert",)
     causal = False
 

@@ -10,12 +10,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from grafting.families.base import Family
+from grafting.families.base import Family, register_family
 from grafting.wrappers import PlainMlp, TokenMixer
 
 
+@register_family("dit")
 class DiTFamily(Family):
-    name = "dit"
     model_types = ("dit",)
     causal = False
 

@@ -7,15 +7,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from grafting.families.base import Family, conv1d_to_linear
+from grafting.families.base import Family, conv1d_to_linear, register_family
 from grafting.wrappers import DecoderMixer, PlainMlp
 
 ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
 ACTIVATIONS.update(relu="relu", silu="silu")
 
 
+@register_family("gpt2")
 class GPT2Family(Family):
-    name = "gpt2"
     model_types = ("gpt2",)
     causal = True
 

@@ -8,14 +8,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from grafting.families.base import Family
+from grafting.families.base import Family, register_family
 from grafting.wrappers import DecoderMixer, PlainMlp
 
 GATES = {"silu": "swiglu", "gelu": "geglu", "relu": "reglu", "sigmoid": "glu"}
 
 
+@register_family("llama")
 class LlamaFamily(Family):
-    name = "llama"
     model_types = ("llama", "qwen2", "mistral")
     causal = True
 

@@ -4,8 +4,12 @@ Public API::
 
     list_tasks()                  registered task names
     get_task(name_or_config)      a task by name (default settings), or from a config mapping
+    get_task_class(name)          the ``Task`` subclass registered as ``name``
     register_task(name)           decorator for your own ``Task`` subclasses
     Task                          the abstract base; its docstring is the contract
+
+Every module of this package is imported here, so a new file with a ``@register_task`` class
+registers itself; a task of your own elsewhere registers when its module is imported.
 
 A config is a mapping (or an OmegaConf ``DictConfig``, e.g. ``conf/task/mqar.yaml``) with
 ``name`` plus parameters; ``target: my_package.my_module.MyTask`` loads a user's own ``Task``
@@ -21,23 +25,27 @@ from typing import Any
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from nas.tasks import charlm, digits, listops, mqar  # noqa: F401  (registers the built-in tasks)
+from common.registry import import_submodules
 from nas.tasks.base import IGNORE_INDEX, TASKS, Task, register_task
 from nas.tasks.charlm import CharLM
 from nas.tasks.digits import Digits
 from nas.tasks.listops import ListOps
 from nas.tasks.mqar import MQAR
 
+import_submodules(__name__, __path__)  # every module registers its tasks
+
 
 def list_tasks() -> list[str]:
     """Names of the registered tasks."""
-    return sorted(TASKS)
+    return TASKS.names()
 
 
-def _lookup(name: Any) -> type[Task]:
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; valid names: {', '.join(list_tasks())}")
-    return TASKS[name]
+def get_task_class(name: str | type[Task]) -> type[Task]:
+    """The ``Task`` subclass registered as ``name`` (a class is returned as it is); raises
+    ``ValueError`` listing the valid names."""
+    if isinstance(name, type) and issubclass(name, Task):
+        return name
+    return TASKS.lookup(name)
 
 
 def _drop(record: logging.LogRecord) -> bool:
@@ -72,7 +80,7 @@ def get_task(name_or_config: str | Mapping[str, Any] | DictConfig | Task) -> Tas
     if isinstance(name_or_config, Task):
         return name_or_config
     if isinstance(name_or_config, str):
-        return _lookup(name_or_config)()
+        return get_task_class(name_or_config)()
     config = name_or_config
     if isinstance(config, DictConfig):
         config = OmegaConf.to_container(config, resolve=True)
@@ -81,7 +89,7 @@ def get_task(name_or_config: str | Mapping[str, Any] | DictConfig | Task) -> Tas
     if config.get("target") is not None:
         cls = _import_class(str(config["target"]))
     elif "name" in config:
-        cls = _lookup(config["name"])
+        cls = get_task_class(config["name"])
     else:
         raise ValueError(f"a task config needs `name` (one of {list_tasks()}) or `target`")
     return cls.from_config(config)
@@ -95,6 +103,7 @@ __all__ = [
     "ListOps",
     "Task",
     "get_task",
+    "get_task_class",
     "list_tasks",
     "register_task",
 ]

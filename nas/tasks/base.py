@@ -16,23 +16,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.registry import Registry
 from search_spaces import HeadSpec
 
 IGNORE_INDEX = -100  # targets at unscored positions (``F.cross_entropy``'s default ignore_index)
 DIRECTIONS = ("maximize", "minimize")
 
-TASKS: dict[str, type[Task]] = {}
+TASKS: Registry[type[Task]] = Registry("task")  # filled by @register_task; see nas.tasks
 
 
 def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
     """Class decorator: make a ``Task`` subclass available to ``get_task`` as ``name``."""
 
     def decorator(cls: type[Task]) -> type[Task]:
-        if name in TASKS and TASKS[name] is not cls:
-            other = f"{TASKS[name].__module__}.{TASKS[name].__qualname__}"
-            raise ValueError(f"task name {name!r} is already registered ({other})")
+        TASKS.add(name, cls)
         cls.name = name
-        TASKS[name] = cls
         return cls
 
     return decorator
