@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 from common.atomic import atomic_dir
 from common.export_folder import CARD, RECORD, REFERENCE, check_out, write_record, write_reference
 from search_spaces.checks import check_int, parse_shape
-from search_spaces.cli import UsageError, run_cli
+from search_spaces.cli import UsageError, import_plugins, run_cli
 
 SOURCE_WEIGHTS = (
     "grafted.safetensors",
@@ -173,6 +173,7 @@ def _yaml(path: Path) -> dict | None:
 
 
 def export(cfg: DictConfig, argv: Sequence[str] = ()) -> int:
+    import_plugins(cfg)
     check_int("threads", cfg.threads, optional=True)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from search_spaces.cli import UsageError, run_cli
+from search_spaces.cli import UsageError, import_plugins, run_cli
 
 
 def main_cfg(cfg: DictConfig) -> int:
@@ -19,6 +19,7 @@ def main_cfg(cfg: DictConfig) -> int:
     from grafting.pipeline import run
     from grafting.report import table
 
+    import_plugins(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     try:
         report = run_dit(config) if "data" in config else run(config)

@@ -23,7 +23,8 @@ from torch import nn
 
 from common.atomic import atomic_write_text
 
-NOT_SHAPING = ("out", "overwrite", "progress", "report")  # settings a graft's weights ignore
+# settings a graft's weights ignore (plugins: how operators are found, not which the plan names)
+NOT_SHAPING = ("out", "overwrite", "progress", "report", "plugins")
 
 
 def config_key(cfg: dict[str, Any]) -> str:

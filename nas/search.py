@@ -39,6 +39,7 @@ from nas.study import (
     baseline_trial,
     completed,
     enqueue_baseline,
+    load_callbacks,
     make_sampler,
     objective,
     open_study,
@@ -193,6 +194,8 @@ def optimize(
         held |= trial.state == TrialState.PRUNED
 
     stop_at_budget = MaxTrialsCallback(s.n_trials, states=(TrialState.COMPLETE,))
+    # search.callbacks run after ours, which have then counted the trial
+    user_callbacks = load_callbacks(s.callbacks)
     try:
         while (done := len(completed(study))) < s.n_trials:
             left = None if deadline is None else deadline - time.monotonic()
@@ -200,7 +203,7 @@ def optimize(
                 break
             held = False
             study.optimize(run_trial, n_trials=s.n_trials - done, timeout=left, catch=TRIAL_ERRORS,
-                           callbacks=[stop_at_budget, progress, note_held])  # fmt: skip
+                           callbacks=[stop_at_budget, progress, note_held, *user_callbacks])  # fmt: skip
             if held:
                 if not wait_for_other_workers(study, s.n_trials, s.heartbeat_interval, bar):
                     break
@@ -299,6 +302,8 @@ def validate(cfg: DictConfig, task: Task) -> None:
     parse_shape("latency.shape", lat.shape, length=len(task.latency_shape), optional=True)
     check_int("search.heartbeat_interval", s.heartbeat_interval, optional=True)
     check_int("search.grace_period", s.grace_period, optional=True)
+    with user_input("search.callbacks"):
+        load_callbacks(s.callbacks)
     if s.storage:
         check_storage(s.storage)
     if not cfg.supernet_path:

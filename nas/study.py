@@ -12,18 +12,19 @@ also ``reference``; a failed trial ``error``.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import socket
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
 import sqlalchemy.exc
 from hydra.errors import HydraException
-from hydra.utils import instantiate
+from hydra.utils import get_method, instantiate
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from optuna.trial import FrozenTrial, TrialState
@@ -71,6 +72,31 @@ def make_sampler(
     if not isinstance(sampler, optuna.samplers.BaseSampler):
         raise ValueError(f"search.sampler={name}: {path} builds a {type(sampler).__name__}, not an Optuna sampler")  # fmt: skip
     return sampler
+
+
+def load_callbacks(
+    paths: Sequence[str] | None,
+) -> list[Callable[[optuna.Study, FrozenTrial], None]]:
+    """The callables ``search.callbacks`` names (dotted paths ``module.function``), each called
+    as ``callback(study, trial)`` after every trial, as Optuna's ``study.optimize`` does. A
+    ``ValueError`` starting ``search.callbacks`` when a path does not name a callable."""
+    if isinstance(paths, str) or not isinstance(paths, Sequence | None):
+        raise ValueError(f"search.callbacks must be a list of dotted paths `module.function`, got {paths!r}")  # fmt: skip
+    hydra_log = logging.getLogger("hydra.utils")  # get_method logs its error too: one line is ours
+    hydra_log.disabled, was = True, hydra_log.disabled
+    try:
+        callbacks = []
+        for path in paths or []:
+            if not isinstance(path, str) or "." not in path.strip("."):
+                raise ValueError(f"search.callbacks: {path!r} is not a dotted path `module.function`")  # fmt: skip
+            try:
+                callbacks.append(get_method(path))
+            except (ImportError, ValueError) as e:  # hydra's lookup explains over several lines
+                reason = " ".join(str(e).split()).removeprefix(f"Error loading '{path}': ")
+                raise ValueError(f"search.callbacks: cannot load {path!r}: {reason}") from None
+        return callbacks
+    finally:
+        hydra_log.disabled = was
 
 
 def open_study(

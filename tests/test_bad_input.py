@@ -141,6 +141,7 @@ CASES = {
     "search/storage-unknown-scheme": Case("nas.search", (*SEARCH, "search.storage=foo://bar"), "search.storage 'foo://bar' is not a usable storage URL"),
     "search/storage-journal-folder": Case("nas.search", (*SEARCH, "search.storage=journal:///nowhere/at/all/s.log"), "the folder /nowhere/at/all does not exist"),
     "search/heartbeat-zero": Case("nas.search", (*SEARCH, "search.heartbeat_interval=0"), "search.heartbeat_interval must be a positive integer"),
+    "search/callback-missing": Case("nas.search", (*SEARCH, "search.callbacks=[user_task.nope]"), "search.callbacks: cannot load 'user_task.nope'", (USER_TASK,)),
     "search/plugin-missing": Case("nas.search", (*SEARCH, "plugins=[no_such_plugin]"), "plugin 'no_such_plugin'"),
     "search/max-steps-zero": Case("nas.search", (*SEARCH, "train.max_steps=0"), "train.max_steps must be a positive integer"),
     "search/batch-size-zero": Case("nas.search", (*SEARCH, "train.batch_size=0"), "train.batch_size must be a positive integer"),
@@ -209,6 +210,7 @@ CASES = {
     "graft/plan-not-yaml": Case("grafting.graft", (*GRAFT, "plan=plan.yaml"), "plan=plan.yaml: graft plan plan.yaml is not valid YAML", (write("plan.yaml", "grafts: [x\nname: {"),)),
     "graft/plan-unknown-slot": Case("grafting.graft", (*GRAFT, "plan=plan.yaml"), "plan=plan.yaml: grafts[0]: unknown slot 'attention'", (write("plan.yaml", "grafts: [{layers: all, attention: {name: linear}}]\n"),)),
     "graft/plan-for-dit": Case("grafting.graft", (*GRAFT, "plan=dit_parallel_pairs"), "restructure=parallel_pairs is for DiT hosts"),
+    "graft/plugin-missing": Case("grafting.graft", (*GRAFT, "plugins=[no_such_plugin]"), "plugin 'no_such_plugin'"),
     "graft/out-not-empty": Case("grafting.graft", GRAFT, "out 'graft' exists and is not empty", (write("graft/keep.txt", "x"),)),
     # python -m grafting.export
     "graft-export/run-missing": Case("grafting.export", GRAFT_EXPORT, "run=graft: no such directory"),
@@ -217,12 +219,14 @@ CASES = {
     "graft-export/out-is-run": Case("grafting.export", (*GRAFT_EXPORT, "out=graft"), "out=graft is the graft folder itself", GRAFTED),
     "graft-export/onnx-shape": Case("grafting.export", (*GRAFT_EXPORT, "onnx.shape=[0,16]"), "onnx.shape must be [batch, length] with positive integers", GRAFTED),
     "graft-export/threads-zero": Case("grafting.export", (*GRAFT_EXPORT, "threads=0"), "threads must be a positive integer or null", GRAFTED),
+    "graft-export/plugin-missing": Case("grafting.export", (*GRAFT_EXPORT, "plugins=[no_such_plugin]"), "plugin 'no_such_plugin'", GRAFTED),
     "graft-export/weights-corrupt": Case("grafting.export", GRAFT_EXPORT, "run=graft: cannot load the grafted model", GRAFTED),
     # python -m grafting.plan_search
     "plan-search/trials-zero": Case("grafting.plan_search.__main__", (*PLAN_SEARCH, "search.trials=0"), "search.trials must be a positive integer"),
     "plan-search/finalize-k": Case("grafting.plan_search.__main__", (*PLAN_SEARCH, "finalize.k=-1"), "finalize.k must be an integer >= 0"),
     "plan-search/threads-zero": Case("grafting.plan_search.__main__", (*PLAN_SEARCH, "threads=0"), "threads must be a positive integer or null"),
     "plan-search/unknown-graft-space": Case("grafting.plan_search.__main__", (*PLAN_SEARCH, "graft_space=nope"), "graft_space=nope: no graft_spaces config 'nope'"),
+    "plan-search/plugin-missing": Case("grafting.plan_search.__main__", (*PLAN_SEARCH, "plugins=[no_such_plugin]"), "plugin 'no_such_plugin'"),
     "plan-search/out-not-a-search": Case("grafting.plan_search.__main__", PLAN_SEARCH, "out 'search' exists and is not a plan-search folder", (write("search/keep.txt", "x"),)),
 }
 # fmt: on

@@ -16,7 +16,7 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from search_spaces.cli import UsageError, run_cli
+from search_spaces.cli import UsageError, import_plugins, run_cli
 
 
 def run(config: dict) -> dict:
@@ -87,6 +87,7 @@ def run(config: dict) -> dict:
 
 
 def main_cfg(cfg: DictConfig) -> int:
+    import_plugins(cfg)
     report = run(OmegaConf.to_container(cfg, resolve=True))
     print(report["table"])
     t = report["seconds"]

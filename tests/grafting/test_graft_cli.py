@@ -119,6 +119,44 @@ def test_user_errors_are_one_line_exit_2(tiny_models, tmp_path, capsys, case, ma
     assert not (tmp_path / "o").exists()
 
 
+PLUGIN = """
+from search_spaces import register_op
+from search_spaces.ops.linear_attention import LinearAttention
+
+
+@register_op("test_plugin_linear", kind="mixer")
+class PluginLinear(LinearAttention):  # a user's operator, defined outside the platform
+    pass
+"""
+
+
+@pytest.fixture
+def plugin_module(tmp_path, monkeypatch):
+    """A user's module on ``sys.path`` defining an operator; unregistered and unloaded after."""
+    from search_spaces.registry import _REGISTRY
+
+    (tmp_path / "graft_plugin_ops.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "graft_plugin_ops"
+    _REGISTRY["mixer"].pop("test_plugin_linear", None)
+    sys.modules.pop("graft_plugin_ops", None)
+
+
+def test_plugins_bring_a_users_operator_into_a_plan(tiny_models, text_file, tmp_path, capsys, plugin_module):  # fmt: skip
+    plan = tmp_path / "plugin_plan.yaml"
+    plan.write_text("name: plugin_50\ngrafts: [{layers: odd, mixer: {name: test_plugin_linear}}]\n")
+    argv = [f"base={tiny_models['bert']}", f"plan={plan}", f"text.source={text_file}", *TINY]
+    assert main([*argv, f"out={tmp_path / 'without'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'test_plugin_linear'" in err and "plugins=" in err and "\n" not in err
+    assert not (tmp_path / "without").exists()
+    assert main([*argv, f"out={tmp_path / 'with'}", f"plugins=[{plugin_module}]"]) == 0
+    saved = load_plan(tmp_path / "with" / "plan.yaml")
+    assert saved.groups[0].slots["mixer"].op == "test_plugin_linear"
+    model = grafting.load(tmp_path / "with")
+    assert any(type(m).__name__ == "PluginLinear" for m in model.modules())
+
+
 RELOAD = """
 import sys, torch, grafting
 from safetensors.torch import save_file
