@@ -39,8 +39,13 @@ DRY_TASK = {
         "latency_shape=[1,64]",
     ),
 }
-DRY_TRAIN = ("train.batch_size=16", "train.limit_val_batches=1", "train.warmup_steps=1",
-             "report.val_batches=1", "report.random_subnets=0")  # fmt: skip
+DRY_TRAIN = (
+    "train.batch_size=16",
+    "train.limit_val_batches=1",
+    "train.warmup_steps=1",
+    "report.val_batches=1",
+    "report.random_subnets=0",
+)
 
 
 class Forced:
@@ -135,7 +140,9 @@ def obtain_supernet(
             return supernet, {**meta, "reused_from": str(directory)}
         log(f"{directory} holds a supernet with other settings: training a new one there")
         (directory / "checkpoints" / "last.ckpt").unlink(missing_ok=True)
-    log(f"training the supernet of {space.name} on {task.name} ({cfg.train.max_steps} steps) -> {directory}")  # fmt: skip
+    log(
+        f"training the supernet of {space.name} on {task.name} ({cfg.train.max_steps} steps) -> {directory}"
+    )
     supernet, meta = train_supernet(cfg, space, task, directory)
     return supernet.eval(), meta
 

@@ -165,12 +165,16 @@ def main() -> None:
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    parser.add_argument("--section", default="graft_llm", help="BENCHMARKS.md section (quality)")
     args = parser.parse_args()
     plans = args.plans.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.skip_quality:
         rows = quality(plans, args.out, args.threads, args.set)
-        body = header("Grafting SmolLM2-135M (benchmarks/graft_llm.py)", command_line())
+        title = "Grafting SmolLM2-135M" + (
+            "" if args.section == "graft_llm" else f" ({args.section})"
+        )
+        body = header(f"{title} (benchmarks/graft_llm.py)", command_line())
         body += (
             "\nSmolLM2-135M-Instruct (30 layers, dim 576, GGUF Q4_1 dequantised to fp32) grafted "
             "with each plan. Perplexity over 8 windows of 1,024 tokens: in domain = the held-out "
@@ -188,7 +192,7 @@ def main() -> None:
         )
         print(body)
         if not args.no_write:
-            write_section("graft_llm", body)
+            write_section(args.section, body)
     if not args.skip_speed:
         prompts = [int(p) for p in args.prompts.split(",")]
         rows, _ = speed(plans, args.out, prompts, args.new, args.rounds)

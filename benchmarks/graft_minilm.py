@@ -88,7 +88,9 @@ def main() -> None:
             )
             print(row, flush=True)
             rows.append(row)
-    title = "Grafting all-MiniLM-L6-v2" + ("" if args.section == "graft_minilm" else f" ({args.section})")  # fmt: skip
+    title = "Grafting all-MiniLM-L6-v2" + (
+        "" if args.section == "graft_minilm" else f" ({args.section})"
+    )
     body = header(f"{title} (benchmarks/graft_minilm.py)", command_line())
     body += (
         "\nMean cosine between teacher and grafted sentence embeddings on held-out text "

@@ -70,11 +70,16 @@ def graft_both(out: Path, best_plan: Path, overrides: list[str]) -> dict:
     keep = [o for o in overrides if o.split("=")[0] in ("threads", "seed", "base")]
     reports = {}
     for name, plan in (("searched", str(best_plan)), ("linear_50", "linear_50")):
-        cfg = compose_config("graft", [f"plan={plan}", f"out={out / name}", "overwrite=true", "progress=false", *keep])  # fmt: skip
+        cfg = compose_config(
+            "graft",
+            [f"plan={plan}", f"out={out / name}", "overwrite=true", "progress=false", *keep],
+        )
         reports[name] = run(OmegaConf.to_container(cfg, resolve=True))
     models = {name: load(out / name) for name in reports}
     vocab = int(models["linear_50"].config.vocab_size)
-    row = latency(models["linear_50"], models["searched"], [512], vocab, rounds=31, min_run_time=10.0)[0]  # fmt: skip
+    row = latency(
+        models["linear_50"], models["searched"], [512], vocab, rounds=31, min_run_time=10.0
+    )[0]
     lat = {"ratio": row["grafted_ms"] / row["host_ms"], "rounds": row["rounds"]}
     return {"reports": reports, "latency_vs_linear_50": lat}
 
@@ -97,14 +102,21 @@ def main() -> None:
 
     import optuna
 
-    study = optuna.load_study(study_name=f"graft-{first['graft_space']}", storage=f"sqlite:///{(out / 'study.db').resolve()}")  # fmt: skip
+    study = optuna.load_study(
+        study_name=f"graft-{first['graft_space']}",
+        storage=f"sqlite:///{(out / 'study.db').resolve()}",
+    )
     seen, distinct = set(), []
     for tr in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         if tr.user_attrs["plan"] not in seen and all(v <= 0 for v in tr.constraints.values()):
             seen.add(tr.user_attrs["plan"])
             distinct.append((tr.number, tr.values[0]))
     done = {f.name for f in (out / "finalized").iterdir()}
-    distinct = [(n, v) for n, v in distinct if f"trial_{n:04d}" not in done and not study.trials[n].user_attrs.get("baseline")]  # fmt: skip
+    distinct = [
+        (n, v)
+        for n, v in distinct
+        if f"trial_{n:04d}" not in done and not study.trials[n].user_attrs.get("baseline")
+    ]
     extra = spread(distinct, max(0, args.rank_plans - len(done)))
     second = search(out, [*overrides, f"finalize.trials=[{','.join(map(str, extra))}]"])
 
@@ -121,28 +133,50 @@ def main() -> None:
 
     front = {r["trial"]: r for r in second["front"]}
     lin = next(r for r in second["front"] if r["baseline"] == "linear_50")
-    eligible = [n for n in nums if n in front and front[n]["front"] and front[n]["latency_x_host"] <= lin["latency_x_host"]]  # fmt: skip
+    eligible = [
+        n
+        for n in nums
+        if n in front and front[n]["front"] and front[n]["latency_x_host"] <= lin["latency_x_host"]
+    ]
     sign = -1 if first["fidelity"] == "kl" else 1  # higher is better for cosine
     best = max(eligible, key=lambda n: sign * heldout(finalized[n])) if eligible else None
     decoder = first["fidelity"] == "kl"
 
-    lines = [header(f"Searching graft plans on {first['base']} (benchmarks/graft_search.py)", command_line()), ""]  # fmt: skip
-    measure = ("per-token KL(host || plan) on 1,024-token validation windows" if decoder else "mean embedding cosine to the host over validation sentences and passages")  # fmt: skip
+    lines = [
+        header(
+            f"Searching graft plans on {first['base']} (benchmarks/graft_search.py)", command_line()
+        ),
+        "",
+    ]
+    measure = (
+        "per-token KL(host || plan) on 1,024-token validation windows"
+        if decoder
+        else "mean embedding cosine to the host over validation sentences and passages"
+    )
     lines.append(
         f"Graft space `{first['graft_space']}` ({first['space_size']:,} plans), fidelity = {measure} (text the report never evaluates on), "
         f"latency = forward time / host's at {first['seq_len']} tokens, measured side by side per trial. "
         f"{first['plans']} distinct plans scored, the space's baselines among them."
-    )  # fmt: skip
+    )
     lines += ["", "### 1. The whole search", ""]
-    lines.append(f"Library (stage 1 once for every layer x candidate) {t['library'] / 60:.1f} min, search {t['search'] / 60:.1f} min, "
-                 f"stage 2 + report of {', '.join(sorted(done))} {t['finalize'] / 60:.1f} min: "
-                 f"**{first_min:.1f} min in all** ({'met' if first_min <= 60 else 'not met'}, target <= 60 min on 2 cores).")  # fmt: skip
+    lines.append(
+        f"Library (stage 1 once for every layer x candidate) {t['library'] / 60:.1f} min, search {t['search'] / 60:.1f} min, "
+        f"stage 2 + report of {', '.join(sorted(done))} {t['finalize'] / 60:.1f} min: "
+        f"**{first_min:.1f} min in all** ({'met' if first_min <= 60 else 'not met'}, target <= 60 min on 2 cores)."
+    )
     cols = (
         "windows/ood_windows: KL and perplexity ratio"
         if decoder
         else "sentences/passages/ood: cosine"
     )
-    lines += ["", f"Front and baselines (val: after stage 1, assembled; {cols} on held-out text after stage 2, finalized rows only; speedup: host / plan in the finalized report):", "", "```", second["table"], "```"]  # fmt: skip
+    lines += [
+        "",
+        f"Front and baselines (val: after stage 1, assembled; {cols} on held-out text after stage 2, finalized rows only; speedup: host / plan in the finalized report):",
+        "",
+        "```",
+        second["table"],
+        "```",
+    ]
     lines += [
         "",
         f"### 2. Does fidelity after stage 1 rank plans as after stage 2 does? ({len(nums)} plans finalized)",
@@ -166,16 +200,28 @@ def main() -> None:
     if best is not None and not args.skip_graft and not decoder:
         both = graft_both(out / "graft", Path(second["plan_files"][str(best)]), overrides)
         r, lat = both["reports"], both["latency_vs_linear_50"]
-        lines += ["", f"### 3. The best searched plan (trial {best}: {finalized[best]['choices']}) vs linear_50, both through `python -m grafting.graft`", ""]  # fmt: skip
-        lines += ["| plan | cos sentences | cos passages | ood sentences | ood passages | speedup @512 (report) |", "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            f"### 3. The best searched plan (trial {best}: {finalized[best]['choices']}) vs linear_50, both through `python -m grafting.graft`",
+            "",
+        ]
+        lines += [
+            "| plan | cos sentences | cos passages | ood sentences | ood passages | speedup @512 (report) |",
+            "|---|---|---|---|---|---|",
+        ]
         for name, rep in r.items():
             f = rep["fidelity"]
-            lines.append(f"| {name} | {f['sentences']['mean_cosine']:.4f} | {f['passages']['mean_cosine']:.4f} | {f['ood_sentences']['mean_cosine']:.4f} | {f['ood_passages']['mean_cosine']:.4f} | {rep['latency'][-1]['speedup']:.2f}x |")  # fmt: skip
+            lines.append(
+                f"| {name} | {f['sentences']['mean_cosine']:.4f} | {f['passages']['mean_cosine']:.4f} | {f['ood_sentences']['mean_cosine']:.4f} | {f['ood_passages']['mean_cosine']:.4f} | {rep['latency'][-1]['speedup']:.2f}x |"
+            )
         fs, fl = r["searched"]["fidelity"], r["linear_50"]["fidelity"]
         better = all(fs[k]["mean_cosine"] > fl[k]["mean_cosine"] for k in ("sentences", "passages"))
         faster = lat["ratio"] <= 1.0
-        lines += ["", f"Latency searched / linear_50, side by side at 512 tokens ({lat['rounds']} alternating rounds): **{lat['ratio']:.3f}**. "
-                  f"Target (higher held-out fidelity on sentences and passages at <= linear_50's latency): **{'met' if better and faster else 'not met'}**."]  # fmt: skip
+        lines += [
+            "",
+            f"Latency searched / linear_50, side by side at 512 tokens ({lat['rounds']} alternating rounds): **{lat['ratio']:.3f}**. "
+            f"Target (higher held-out fidelity on sentences and passages at <= linear_50's latency): **{'met' if better and faster else 'not met'}**.",
+        ]
     body = "\n".join(lines)
     print(body)
     if not args.no_write:

@@ -91,8 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     opts = dict(threads=args.threads, min_run_time=args.window, clock=args.clock)
     load_start = os.getloadavg()
     begin = time.perf_counter()
-    table = build_table(space, shape, device, threads=args.threads, rounds=args.table_rounds,
-                        clock=args.clock, progress=log)  # fmt: skip
+    table = build_table(
+        space,
+        shape,
+        device,
+        threads=args.threads,
+        rounds=args.table_rounds,
+        clock=args.clock,
+        progress=log,
+    )
     log(f"table: {len(table.entries)} entries in {table.build_seconds:.0f} s")
 
     rows = []
@@ -100,8 +107,17 @@ def main(argv: list[str] | None = None) -> int:
         arch = space.sample(random.Random(i))
         rel = measure_relative(arch, reference, shape, device, args.repeats, **opts)
         pred = predicted_record(table, arch, reference, shape, fp.key)
-        rows.append(dict(seed=i, arch=arch, ms=rel.candidate.median_ms, ratio=rel.ratio,
-                         ref_ms=rel.reference.median_ms, pred_ms=pred.ms, pred_ratio=pred.ratio))  # fmt: skip
+        rows.append(
+            dict(
+                seed=i,
+                arch=arch,
+                ms=rel.candidate.median_ms,
+                ratio=rel.ratio,
+                ref_ms=rel.reference.median_ms,
+                pred_ms=pred.ms,
+                pred_ratio=pred.ratio,
+            )
+        )
         log(
             f"arch {i + 1}/{args.n} {describe(arch)}: measured {rel.ratio:.3f}, predicted {pred.ratio:.3f}"
         )
@@ -132,9 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         f"| run-to-run CV of the ratio, median (max) over {args.cv_archs} archs × {args.cv_repeats} | {statistics.median(cv_ratio):.1%} ({max(cv_ratio):.1%}) | ≤ 5% | {verdict(statistics.median(cv_ratio), 0.05, False)} |",
         f"| run-to-run CV of absolute ms, median (max) | {statistics.median(cv_ms):.1%} ({max(cv_ms):.1%}) | | |",
         f"| baseline ms across the {args.n} windows: min / median / max | {min(ref_ms):.1f} / {statistics.median(ref_ms):.1f} / {max(ref_ms):.1f} | | |",
-    ]  # fmt: skip
-    detail = ["| seed | arch | measured ms | measured ratio | predicted ms | predicted ratio | error |",
-              "|---:|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    ]
+    detail = [
+        "| seed | arch | measured ms | measured ratio | predicted ms | predicted ratio | error |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
     for r, err in zip(rows, ape_ratio, strict=True):
         detail.append(
             f"| {r['seed']} | {describe(r['arch'])} | {r['ms']:.1f} | {r['ratio']:.3f} "
@@ -142,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     body = "\n\n".join(
         [
-            header("Latency predictor vs measurement (benchmarks/latency_predictor.py)", command_line()),
+            header(
+                "Latency predictor vs measurement (benchmarks/latency_predictor.py)", command_line()
+            ),
             f"Space `{args.space}`, latency shape {shape}, CPU, {args.threads} thread(s), {args.clock} clock "
             f"(fingerprint `{fp.key}`), float32, inference mode. Reference: the space's baseline "
             f"(`{reference.signature}`, predicted {table.predict_ms(reference):.1f} ms). Each "
@@ -155,9 +175,11 @@ def main(argv: list[str] | None = None) -> int:
             f"min) {_load(load_start)} at the start, {_load(os.getloadavg())} at the end.",
             "\n".join(summary),
             "<details><summary>per architecture (arch: width and mixer per layer: S softmax, "
-            "Q sqa, L linear, W sliding window, M ssm)</summary>\n\n" + "\n".join(detail) + "\n\n</details>",
+            "Q sqa, L linear, W sliding window, M ssm)</summary>\n\n"
+            + "\n".join(detail)
+            + "\n\n</details>",
         ]
-    )  # fmt: skip
+    )
     print(body)
     if not args.no_write:
         write_section("latency_predictor", body)

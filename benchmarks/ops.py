@@ -92,9 +92,16 @@ def bench_length(length: int, repeats: int) -> list[dict]:
         with torch.inference_mode():
             peak = peak_memory_bytes(lambda op=op: op(x))
         rows.append(
-            dict(op=name, L=length, ms=median * 1e3, speedup=speedup, gflops=formula / 1e9,
-                 check=(counted / visible) if counted and visible else None, peak_mb=peak / 2**20)
-        )  # fmt: skip
+            dict(
+                op=name,
+                L=length,
+                ms=median * 1e3,
+                speedup=speedup,
+                gflops=formula / 1e9,
+                check=(counted / visible) if counted and visible else None,
+                peak_mb=peak / 2**20,
+            )
+        )
     return rows
 
 

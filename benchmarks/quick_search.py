@@ -64,17 +64,29 @@ def census(trials, untrained: float, direction: str) -> dict:
             row = types.setdefault(m, {"trials": 0, "above": 0, "pure_best": None})
             row["trials"] += 1
             row["above"] += t in above
-            if mixers == {m} and (row["pure_best"] is None or progress(t.values[0]) > progress(row["pure_best"])):  # fmt: skip
+            if mixers == {m} and (
+                row["pure_best"] is None or progress(t.values[0]) > progress(row["pure_best"])
+            ):
                 row["pure_best"] = t.values[0]
-    return {"n": len(trials), "at_chance": len(trials) - len(above), "best": best,
-            "untrained": untrained, "types": dict(sorted(types.items()))}  # fmt: skip
+    return {
+        "n": len(trials),
+        "at_chance": len(trials) - len(above),
+        "best": best,
+        "untrained": untrained,
+        "types": dict(sorted(types.items())),
+    }
 
 
 def non_softmax_winner(front: list[ParetoMember]) -> ParetoMember | None:
     """The fastest member that beats the baseline at <= 0.6x latency without softmax in every
     layer."""
-    ok = [m for m in front if m.beats_baseline and m.latency_ratio <= TARGET_LATENCY
-          and any(layer.mixer.name != "softmax" for layer in m.arch.layers)]  # fmt: skip
+    ok = [
+        m
+        for m in front
+        if m.beats_baseline
+        and m.latency_ratio <= TARGET_LATENCY
+        and any(layer.mixer.name != "softmax" for layer in m.arch.layers)
+    ]
     return min(ok, key=lambda m: m.latency_ratio) if ok else None
 
 
@@ -86,7 +98,7 @@ def render_census(c: dict, metric: str) -> str:
         f"{c['n']} ({frac:.0%})**: {'met' if frac <= TARGET_AT_CHANCE else 'NOT met'} (target "
         f"<= {TARGET_AT_CHANCE:.0%}).",
         "",
-        f"| token mixer | trials using it | of them above chance | best val {metric}, every layer this mixer |",  # fmt: skip
+        f"| token mixer | trials using it | of them above chance | best val {metric}, every layer this mixer |",
         "|---|---:|---:|---:|",
     ]
     for name, row in c["types"].items():
@@ -108,8 +120,12 @@ def main() -> None:
         run_dir = Path(args.run_dir or f"{tmp}/run")
         if run_dir.exists():
             sys.exit(f"error: --run-dir {run_dir} exists; the benchmark measures a fresh run")
-        overrides = [f"+space={args.space}", f"run_dir={run_dir}",
-                     f"latency.cache_dir={tmp}/latency", *args.overrides]  # fmt: skip
+        overrides = [
+            f"+space={args.space}",
+            f"run_dir={run_dir}",
+            f"latency.cache_dir={tmp}/latency",
+            *args.overrides,
+        ]
         start = time.perf_counter()
         result = run_search(compose(overrides))
         minutes = (time.perf_counter() - start) / 60

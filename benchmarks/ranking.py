@@ -75,8 +75,15 @@ from supernet.supernet import Supernet  # noqa: E402
 TARGET_ALL, TARGET_TYPE = 0.7, 0.5
 RESULTS_CSV = Path(__file__).resolve().parent / "results" / "ranking.csv"
 SHORT = {"softmax": "S", "sqa": "Q", "linear": "L", "sliding_window": "W", "ssm": "M"}
-HPARAM = {"heads": "h", "q_heads": "q", "kv_heads": "kv", "window": "w", "d_state": "n",
-          "feature_map": "", "ratio": ""}  # fmt: skip
+HPARAM = {
+    "heads": "h",
+    "q_heads": "q",
+    "kv_heads": "kv",
+    "window": "w",
+    "d_state": "n",
+    "feature_map": "",
+    "ratio": "",
+}
 
 
 def select_archs(
@@ -96,7 +103,9 @@ def select_archs(
             if len(archs) >= per_type or i > 100 * per_type:
                 break
             dim, depth = grid[i % len(grid)]
-            arch = space.sample(Forced({"dim": dim, "depth": depth, "mixer": op.name}, rng), head=head)  # fmt: skip
+            arch = space.sample(
+                Forced({"dim": dim, "depth": depth, "mixer": op.name}, rng), head=head
+            )
             if arch.signature not in seen | {a.signature for a in archs}:
                 archs.append(arch)
         seen |= {a.signature for a in archs}
@@ -118,7 +127,9 @@ def op_text(spec) -> str:
 def describe(arch: Arch) -> str:
     """``d96 layernorm S(h4)/L(h2hedgehog) | mlp4/swiglu3``: width, norm, mixers and channels."""
     mixers = "/".join(op_text(layer.mixer) for layer in arch.layers)
-    channels = "/".join(f"{layer.channel.name}{layer.channel.params.get('ratio', '')}" for layer in arch.layers)  # fmt: skip
+    channels = "/".join(
+        f"{layer.channel.name}{layer.channel.params.get('ratio', '')}" for layer in arch.layers
+    )
     return f"d{arch.dim} {arch.layers[0].norm.name} {mixers} \\| {channels}"
 
 
@@ -152,9 +163,19 @@ def ranking_stats(rows: list[dict], n_boot: int, seed: int) -> dict:
     types = sorted({r["type"] for r in rows if r["type"] != "mixed"})
     by_type = {t: np.array([i for i, r in enumerate(rows) if r["type"] == t]) for t in types}
     with np.errstate(all="ignore"):
-        out = {"all": (tau(inh, alone), *bootstrap([np.arange(len(rows))], lambda g: tau(inh[g[0]], alone[g[0]]), n_boot, seed))}  # fmt: skip
+        out = {
+            "all": (
+                tau(inh, alone),
+                *bootstrap(
+                    [np.arange(len(rows))], lambda g: tau(inh[g[0]], alone[g[0]]), n_boot, seed
+                ),
+            )
+        }
         for t, idx in by_type.items():
-            out[t] = (tau(inh[idx], alone[idx]), *bootstrap([idx], lambda g: tau(inh[g[0]], alone[g[0]]), n_boot, seed))  # fmt: skip
+            out[t] = (
+                tau(inh[idx], alone[idx]),
+                *bootstrap([idx], lambda g: tau(inh[g[0]], alone[g[0]]), n_boot, seed),
+            )
 
         def mean_tau(groups) -> float:
             taus = [tau(inh[g], alone[g]) for g in groups]
@@ -181,7 +202,9 @@ def step_seconds(arch: Arch, task: Task, batch: dict, repeats: int = 2) -> float
     return float(np.median(times[1:]))
 
 
-def estimate(space, task, head, archs, supernet_steps, standalone_steps, standalone_batch, train) -> tuple[float, list[float]]:  # fmt: skip
+def estimate(
+    space, task, head, archs, supernet_steps, standalone_steps, standalone_batch, train
+) -> tuple[float, list[float]]:
     """Estimated seconds of supernet training and of each stand-alone training: timed plain steps,
     +10% for Lightning; the supernet's step as the teacher alone for ``train.teacher_steps``, then
     teacher + smallest + random subnets (+ a teacher-sized one with ``train.mixer_teachers``),
@@ -194,7 +217,9 @@ def estimate(space, task, head, archs, supernet_steps, standalone_steps, standal
     rng = random.Random(0)
     randoms = [step_seconds(space.sample(rng, head=head), task, batch) for _ in range(4)]
     teacher = step_seconds(space.teacher(head), task, batch)
-    sandwich = teacher * (1 + bool(train.get("mixer_teachers"))) + step_seconds(space.smallest(head), task, batch)  # fmt: skip
+    sandwich = teacher * (1 + bool(train.get("mixer_teachers"))) + step_seconds(
+        space.smallest(head), task, batch
+    )
     sandwich += train.num_random * float(np.mean(randoms))
     first = min(supernet_steps, train.teacher_steps)
     supernet = 1.2 * (first * teacher + (supernet_steps - first) * sandwich)
@@ -202,14 +227,28 @@ def estimate(space, task, head, archs, supernet_steps, standalone_steps, standal
 
 
 # -- the benchmark -------------------------------------------------------------------------------
-def inherited_accuracy(supernet: Supernet, task: Task, arch: Arch, val_batches: int | None,
-                       finetune_steps: int = 0, lr: float = 1e-3, seed: int = 0) -> float:  # fmt: skip
+def inherited_accuracy(
+    supernet: Supernet,
+    task: Task,
+    arch: Arch,
+    val_batches: int | None,
+    finetune_steps: int = 0,
+    lr: float = 1e-3,
+    seed: int = 0,
+) -> float:
     """The validation metric of ``arch`` with the supernet's weights, as the search scores it:
     as inherited, or after ``finetune_steps`` steps of fine-tuning (``search.finetune_steps``)."""
     if finetune_steps:
         model = supernet.extract(arch)
-        res = train_model(model, task, max_steps=finetune_steps, lr=lr, seed=seed,
-                          val_batches=val_batches, progress=False)  # fmt: skip
+        res = train_model(
+            model,
+            task,
+            max_steps=finetune_steps,
+            lr=lr,
+            seed=seed,
+            val_batches=val_batches,
+            progress=False,
+        )
         return float(res["val_metric"])
     data = task.datamodule()
     data.setup("fit")
@@ -224,9 +263,16 @@ def train_job(job: dict) -> dict:
     torch.set_num_threads(job["threads"])
     steps = job["steps"]
     model, res = train_from_scratch(
-        job["arch"], job["task"], seed=job["seed"], max_steps=steps, lr=job["lr"], batch_size=job["batch"],
-        warmup_steps=max(1, steps // 20), val_batches=job["val_batches"], progress=False,
-    )  # fmt: skip
+        job["arch"],
+        job["task"],
+        seed=job["seed"],
+        max_steps=steps,
+        lr=job["lr"],
+        batch_size=job["batch"],
+        warmup_steps=max(1, steps // 20),
+        val_batches=job["val_batches"],
+        progress=False,
+    )
     return {**res, "params": sum(p.numel() for p in model.parameters())}
 
 
@@ -270,16 +316,33 @@ def load_standalone(path: str, budget: dict[str, str]) -> dict[str, dict]:
     if rows and not set(BUDGET_KEYS) <= set(rows[0]):
         raise ValueError(f"--standalone-from {path}: the file does not record the training budget")
     return {
-        r["signature"]: {"val_metric": float(r["standalone"]), "seconds": float(r["standalone_seconds"]),
-                         "train_loss": float(r["train_loss"]), "params": int(r["params"])}
-        for r in rows if all(r[k] == budget[k] for k in BUDGET_KEYS)
-    }  # fmt: skip
+        r["signature"]: {
+            "val_metric": float(r["standalone"]),
+            "seconds": float(r["standalone_seconds"]),
+            "train_loss": float(r["train_loss"]),
+            "params": int(r["params"]),
+        }
+        for r in rows
+        if all(r[k] == budget[k] for k in BUDGET_KEYS)
+    }
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    keys = ["index", "type", "signature", "dim", "depth", "params", "inherited", "standalone",
-            "standalone_seconds", "train_loss", *BUDGET_KEYS, "arch"]  # fmt: skip
+    keys = [
+        "index",
+        "type",
+        "signature",
+        "dim",
+        "depth",
+        "params",
+        "inherited",
+        "standalone",
+        "standalone_seconds",
+        "train_loss",
+        *BUDGET_KEYS,
+        "arch",
+    ]
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
@@ -306,60 +369,116 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bootstrap", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
-    p.add_argument("--supernet-threads", type=int, default=None,
-                   help="torch threads for training the supernet, which runs before the "
-                        "stand-alone trainings (default: --threads)")  # fmt: skip
+    p.add_argument(
+        "--supernet-threads",
+        type=int,
+        default=None,
+        help="torch threads for training the supernet, which runs before the "
+        "stand-alone trainings (default: --threads)",
+    )
     p.add_argument("--workers", type=int, default=2, help="stand-alone trainings run in parallel")
-    p.add_argument("--out", default=None, help=f"supernet/ and ranking.csv (default {DEFAULT_OUT})")  # fmt: skip
+    p.add_argument("--out", default=None, help=f"supernet/ and ranking.csv (default {DEFAULT_OUT})")
     p.add_argument("--task", default=None, help="a task name (default: the config's, charlm)")
     p.add_argument("--task-override", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--supernet-override", action="append", default=[], metavar="KEY=VALUE",
-                   help="Hydra override of the supernet's config, e.g. train.lr=0.001")  # fmt: skip
-    p.add_argument("--finetune-steps", type=int, default=0,
-                   help="score subnets after this many fine-tuning steps (as search.finetune_steps)")  # fmt: skip
-    p.add_argument("--standalone-from", default=None, metavar="CSV",
-                   help="reuse the stand-alone results of a previous ranking.csv")  # fmt: skip
-    p.add_argument("--section", default=None, help="BENCHMARKS.md section and CSV name "
-                   "(default: ranking, or ranking_finetuned with --finetune-steps)")  # fmt: skip
+    p.add_argument(
+        "--supernet-override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Hydra override of the supernet's config, e.g. train.lr=0.001",
+    )
+    p.add_argument(
+        "--finetune-steps",
+        type=int,
+        default=0,
+        help="score subnets after this many fine-tuning steps (as search.finetune_steps)",
+    )
+    p.add_argument(
+        "--standalone-from",
+        default=None,
+        metavar="CSV",
+        help="reuse the stand-alone results of a previous ranking.csv",
+    )
+    p.add_argument(
+        "--section",
+        default=None,
+        help="BENCHMARKS.md section and CSV name "
+        "(default: ranking, or ranking_finetuned with --finetune-steps)",
+    )
     p.add_argument("--estimate", action="store_true", help="print the time estimate and exit")
     p.add_argument("--dry-run", action="store_true", help="tiny budgets; BENCHMARKS.md untouched")
     args = p.parse_args(argv)
     if args.dry_run:
         args.supernet_steps, args.standalone_steps, args.bootstrap = 4, 3, 200
         args.archs_per_type = min(args.archs_per_type, 2)
-    for name in ("supernet_steps", "standalone_steps", "archs_per_type", "bootstrap", "threads", "workers"):  # fmt: skip
+    for name in (
+        "supernet_steps",
+        "standalone_steps",
+        "archs_per_type",
+        "bootstrap",
+        "threads",
+        "workers",
+    ):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")  # fmt: skip
+            raise ValueError(
+                f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}"
+            )
     if args.section is not None and not args.section.replace("_", "").isalnum():
         raise ValueError(f"--section must be letters, digits and _, got {args.section!r}")
     for name in ("supernet_threads", "standalone_batch"):  # optional
         if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")  # fmt: skip
+            raise ValueError(
+                f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}"
+            )
     out = Path(args.out or (DRY_OUT if args.dry_run else DEFAULT_OUT))
-    cfg, space, task = compose("train_supernet", args.space, args.task_override, task=args.task, steps=args.supernet_steps,
-                               seed=args.seed, dry_run=args.dry_run, threads=args.threads,
-                               extra=args.supernet_override)  # fmt: skip
+    cfg, space, task = compose(
+        "train_supernet",
+        args.space,
+        args.task_override,
+        task=args.task,
+        steps=args.supernet_steps,
+        seed=args.seed,
+        dry_run=args.dry_run,
+        threads=args.threads,
+        extra=args.supernet_override,
+    )
     if space.loop is not None:
         raise ValueError(f"--space {space.name}: looped spaces are not supported here")
     head = task.head()
     args.standalone_batch = args.standalone_batch or task.batch_size
     archs = select_archs(space, head, args.archs_per_type, args.mixed, args.seed)
     load0, begin = os.getloadavg(), time.perf_counter()
-    budget = {"standalone_steps": str(args.standalone_steps), "standalone_batch": str(args.standalone_batch),
-              "standalone_lr": str(args.standalone_lr),
-              "seed": str(args.seed), "val_batches": str(args.val_batches),
-              "task": json.dumps(task.to_config(), sort_keys=True)}  # fmt: skip
+    budget = {
+        "standalone_steps": str(args.standalone_steps),
+        "standalone_batch": str(args.standalone_batch),
+        "standalone_lr": str(args.standalone_lr),
+        "seed": str(args.seed),
+        "val_batches": str(args.val_batches),
+        "task": json.dumps(task.to_config(), sort_keys=True),
+    }
     reused = load_standalone(args.standalone_from, budget) if args.standalone_from else {}
-    results: dict[int, dict] = {i: reused[a.signature] for i, (_, a) in enumerate(archs) if a.signature in reused}  # fmt: skip
+    results: dict[int, dict] = {
+        i: reused[a.signature] for i, (_, a) in enumerate(archs) if a.signature in reused
+    }
     if args.standalone_from:
         log(f"{len(results)} of {len(archs)} stand-alone results taken from {args.standalone_from}")
 
-    est_super, est_each = estimate(space, task, head, archs, 0 if args.supernet else args.supernet_steps,
-                                    args.standalone_steps, args.standalone_batch, cfg.train)  # fmt: skip
+    est_super, est_each = estimate(
+        space,
+        task,
+        head,
+        archs,
+        0 if args.supernet else args.supernet_steps,
+        args.standalone_steps,
+        args.standalone_batch,
+        cfg.train,
+    )
     est_each = [0.0 if i in results else t for i, t in enumerate(est_each)]
     est_alone = sum(est_each) / min(args.workers, len(archs))  # wall time, one core per worker
-    log(f"{len(archs)} archs; estimated time (machine as loaded now): supernet {est_super / 60:.1f} min, "
-        f"stand-alone {est_alone / 60:.1f} min with {args.workers} worker(s), total {(est_super + est_alone) / 60:.1f} min")  # fmt: skip
+    log(
+        f"{len(archs)} archs; estimated time (machine as loaded now): supernet {est_super / 60:.1f} min, "
+        f"stand-alone {est_alone / 60:.1f} min with {args.workers} worker(s), total {(est_super + est_alone) / 60:.1f} min"
+    )
     if args.estimate:
         return 0
 
@@ -369,17 +488,33 @@ def main(argv: list[str] | None = None) -> int:
     supernet.eval()
     super_seconds = float(meta.get("train_seconds", float("nan")))
     scoring = time.perf_counter()
-    inherited = [inherited_accuracy(supernet, task, a, args.val_batches, args.finetune_steps, args.standalone_lr, args.seed)
-                 for _, a in tqdm(archs, desc="supernet scores", unit="arch")]  # fmt: skip
+    inherited = [
+        inherited_accuracy(
+            supernet, task, a, args.val_batches, args.finetune_steps, args.standalone_lr, args.seed
+        )
+        for _, a in tqdm(archs, desc="supernet scores", unit="arch")
+    ]
     scoring = time.perf_counter() - scoring  # evaluation (and fine-tuning) of every arch
-    jobs = [dict(arch=a, task=task, seed=args.seed, steps=args.standalone_steps, batch=args.standalone_batch,
-                 lr=args.standalone_lr, val_batches=args.val_batches, threads=args.threads)
-            for _, a in archs]  # fmt: skip
+    jobs = [
+        dict(
+            arch=a,
+            task=task,
+            seed=args.seed,
+            steps=args.standalone_steps,
+            batch=args.standalone_batch,
+            lr=args.standalone_lr,
+            val_batches=args.val_batches,
+            threads=args.threads,
+        )
+        for _, a in archs
+    ]
     spent, wall = sum(r["seconds"] for r in results.values()), time.perf_counter()
     bar = tqdm(
-        total=len(archs), initial=len(results), unit="arch",
+        total=len(archs),
+        initial=len(results),
+        unit="arch",
         desc=f"stand-alone training ({args.workers} worker(s))",
-    )  # fmt: skip
+    )
     with _pool(args.workers) as pool:
         futures = {pool.submit(train_job, job): i for i, job in enumerate(jobs) if i not in results}
         for future in as_completed(futures):
@@ -398,11 +533,23 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for i, (kind, arch) in enumerate(archs):
         res = results[i]
-        rows.append(dict(index=i, type=kind, signature=arch.signature, dim=arch.dim,
-                         depth=len(arch.layers), params=res["params"], inherited=inherited[i],
-                         standalone=res["val_metric"], standalone_seconds=res["seconds"],
-                         train_loss=res["train_loss"], arch=json.dumps(arch.to_dict()), **budget,
-                         describe=describe(arch)))  # fmt: skip
+        rows.append(
+            dict(
+                index=i,
+                type=kind,
+                signature=arch.signature,
+                dim=arch.dim,
+                depth=len(arch.layers),
+                params=res["params"],
+                inherited=inherited[i],
+                standalone=res["val_metric"],
+                standalone_seconds=res["seconds"],
+                train_loss=res["train_loss"],
+                arch=json.dumps(arch.to_dict()),
+                **budget,
+                describe=describe(arch),
+            )
+        )
     total = time.perf_counter() - begin
     reused_archs = [a for _, a in archs if a.signature in reused]
     stats = ranking_stats(rows, args.bootstrap, args.seed)
@@ -418,46 +565,60 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---:|---|---:|---|",
         f"| all {len(rows)} archs | {ci('all')} | ≥ {TARGET_ALL} | {verdict(stats['all'][0], TARGET_ALL)} |",
         f"| mean within a mixer type ({len(types)} types) | {ci('within')} | ≥ {TARGET_TYPE} | {verdict(stats['within'][0], TARGET_TYPE)} |",
-    ]  # fmt: skip
+    ]
     for t in types:
         n = sum(r["type"] == t for r in rows)
-        summary.append(f"| within {t} ({n} archs) | {ci(t)} | ≥ {TARGET_TYPE} | {verdict(stats[t][0], TARGET_TYPE)} |")  # fmt: skip
-    detail = ["| # | type | arch (width, norm, mixers \\| channels) | params | inherited | stand-alone | s |",
-              "|---:|---|---|---:|---:|---:|---:|"]  # fmt: skip
+        summary.append(
+            f"| within {t} ({n} archs) | {ci(t)} | ≥ {TARGET_TYPE} | {verdict(stats[t][0], TARGET_TYPE)} |"
+        )
+    detail = [
+        "| # | type | arch (width, norm, mixers \\| channels) | params | inherited | stand-alone | s |",
+        "|---:|---|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        detail.append(f"| {r['index']} | {r['type']} | {r['describe']} | {r['params']:,} | "
-                      f"{r['inherited']:.4f} | {r['standalone']:.4f} | {r['standalone_seconds']:.1f} |")  # fmt: skip
+        detail.append(
+            f"| {r['index']} | {r['type']} | {r['describe']} | {r['params']:,} | "
+            f"{r['inherited']:.4f} | {r['standalone']:.4f} | {r['standalone_seconds']:.1f} |"
+        )
     tuned = args.finetune_steps > 0
     tr = supernet_training(cfg, args.supernet)
     ratio = (super_seconds + (scoring if tuned else 0.0)) / spent if spent else float("nan")
-    load = "/".join(f"{x:.1f}" for x in load0) + " -> " + "/".join(f"{x:.1f}" for x in os.getloadavg())  # fmt: skip
-    body = "\n\n".join([
-        header(f"Supernet ranking fidelity{', fine-tuned scores' if tuned else ''}{f' ({args.section})' if args.section else ''} (benchmarks/ranking.py)", command_line()),
-        f"Space `{space.name}`, task `{json.dumps(task.to_config())}`, {args.threads} thread(s). "
-        f"Supernet: {meta.get('steps')} steps, seed {meta.get('seed')} ({'loaded from ' + args.supernet if args.supernet else 'reused from ' + meta['reused_from'] + ', trained with these settings' if meta.get('reused_from') else 'trained here'}, "
-        f"teacher alone for the first {tr.teacher_steps}, then the sandwich rule with {tr.num_random} random subnets"
-        f"{f' ({tr.single_mixer_prob:.0%} of them with one token mixer in every layer)' if tr.get('single_mixer_prob') else ''}"
-        f"{' and each token mixer its own teacher in turn' if tr.get('mixer_teachers') else ''}, batch {tr.batch_size}, lr {tr.lr}), "
-        f"{super_seconds:.0f} s{'' if args.supernet or meta.get('reused_from') else f' at {args.supernet_threads or args.threads} thread(s)'}. Supernet score: {'inherited weights as they are' if not args.finetune_steps else f'inherited weights fine-tuned {args.finetune_steps} steps (as search.finetune_steps)'}. Stand-alone: every arch trained from scratch for {args.standalone_steps} "
-        f"steps (AdamW lr {args.standalone_lr}, warm-up {max(1, args.standalone_steps // 20)} steps, cosine, "
-        f"batch {args.standalone_batch}, seed {args.seed}, the same data order; {args.workers} in parallel, {args.threads} thread(s) each), {spent:.0f} s summed over archs"
-        f"{f' ({len(reused_archs)} results taken from ' + args.standalone_from + ')' if reused_archs else ''}. "
-        f"{task.metric_name} on {'the whole' if args.val_batches is None else f'{args.val_batches} batches of the'} "
-        f"validation split. Archs: {args.archs_per_type} per mixer type, every layer that type (the baseline "
-        f"among the softmax ones), width and depth spread over the grid, other choices random "
-        f"(seed {args.seed}){f', plus {args.mixed} mixed' if args.mixed else ''}. Bootstrap: "
-        f"{args.bootstrap} resamples of the archs (per type for within-type τ), 5th-95th percentile. "
-        f"Whole run {total / 60:.1f} min (estimated beforehand {(est_super + est_alone) / 60:.1f}); "
-        f"load average (1/5/15 min) {load}.",
-        f"**Cost ratio** supernet training{' + fine-tuning' if tuned else ''} / all stand-alone training: "
-        f"{super_seconds:.0f} s{f' + {scoring:.0f} s' if tuned else ''} / "
-        f"{spent:.0f} s = **{ratio:.2f}** (training seconds summed, not wall time; the supernet "
-        f"scores every arch of the space for that).",
-        "\n".join(summary),
-        "<details><summary>per architecture (S softmax, Q sqa, L linear, W sliding window, "
-        "M ssm; h heads, q query heads, w window, n state size)</summary>\n\n"
-        + "\n".join(detail) + "\n\n</details>",
-    ])  # fmt: skip
+    load = (
+        "/".join(f"{x:.1f}" for x in load0) + " -> " + "/".join(f"{x:.1f}" for x in os.getloadavg())
+    )
+    body = "\n\n".join(
+        [
+            header(
+                f"Supernet ranking fidelity{', fine-tuned scores' if tuned else ''}{f' ({args.section})' if args.section else ''} (benchmarks/ranking.py)",
+                command_line(),
+            ),
+            f"Space `{space.name}`, task `{json.dumps(task.to_config())}`, {args.threads} thread(s). "
+            f"Supernet: {meta.get('steps')} steps, seed {meta.get('seed')} ({'loaded from ' + args.supernet if args.supernet else 'reused from ' + meta['reused_from'] + ', trained with these settings' if meta.get('reused_from') else 'trained here'}, "
+            f"teacher alone for the first {tr.teacher_steps}, then the sandwich rule with {tr.num_random} random subnets"
+            f"{f' ({tr.single_mixer_prob:.0%} of them with one token mixer in every layer)' if tr.get('single_mixer_prob') else ''}"
+            f"{' and each token mixer its own teacher in turn' if tr.get('mixer_teachers') else ''}, batch {tr.batch_size}, lr {tr.lr}), "
+            f"{super_seconds:.0f} s{'' if args.supernet or meta.get('reused_from') else f' at {args.supernet_threads or args.threads} thread(s)'}. Supernet score: {'inherited weights as they are' if not args.finetune_steps else f'inherited weights fine-tuned {args.finetune_steps} steps (as search.finetune_steps)'}. Stand-alone: every arch trained from scratch for {args.standalone_steps} "
+            f"steps (AdamW lr {args.standalone_lr}, warm-up {max(1, args.standalone_steps // 20)} steps, cosine, "
+            f"batch {args.standalone_batch}, seed {args.seed}, the same data order; {args.workers} in parallel, {args.threads} thread(s) each), {spent:.0f} s summed over archs"
+            f"{f' ({len(reused_archs)} results taken from ' + args.standalone_from + ')' if reused_archs else ''}. "
+            f"{task.metric_name} on {'the whole' if args.val_batches is None else f'{args.val_batches} batches of the'} "
+            f"validation split. Archs: {args.archs_per_type} per mixer type, every layer that type (the baseline "
+            f"among the softmax ones), width and depth spread over the grid, other choices random "
+            f"(seed {args.seed}){f', plus {args.mixed} mixed' if args.mixed else ''}. Bootstrap: "
+            f"{args.bootstrap} resamples of the archs (per type for within-type τ), 5th-95th percentile. "
+            f"Whole run {total / 60:.1f} min (estimated beforehand {(est_super + est_alone) / 60:.1f}); "
+            f"load average (1/5/15 min) {load}.",
+            f"**Cost ratio** supernet training{' + fine-tuning' if tuned else ''} / all stand-alone training: "
+            f"{super_seconds:.0f} s{f' + {scoring:.0f} s' if tuned else ''} / "
+            f"{spent:.0f} s = **{ratio:.2f}** (training seconds summed, not wall time; the supernet "
+            f"scores every arch of the space for that).",
+            "\n".join(summary),
+            "<details><summary>per architecture (S softmax, Q sqa, L linear, W sliding window, "
+            "M ssm; h heads, q query heads, w window, n state size)</summary>\n\n"
+            + "\n".join(detail)
+            + "\n\n</details>",
+        ]
+    )
     print(body)
     if not args.dry_run:
         # inherited and fine-tuned scoring each keep their own section and CSV

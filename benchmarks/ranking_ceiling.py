@@ -85,14 +85,17 @@ def cached_second_runs(path: str, rows: list[dict], seed: int) -> dict[int, dict
     with file.open(newline="") as f:
         cached = list(csv.DictReader(f))
     same = len(cached) == len(rows) and all(
-        c.get("signature") == r.get("signature") and float(c["first"]) == float(r["standalone"])
+        c.get("signature") == r.get("signature")
+        and float(c["first"]) == float(r["standalone"])
         and c.get("second_seed", str(seed)) == str(seed)
         for c, r in zip(cached, rows, strict=False)
-    )  # fmt: skip
+    )
     if not same:
         raise ValueError(f"--second-from {path}: other archs, first results or seed than --from")
-    return {i: dict(val_metric=float(c["second"]), seconds=float(c["second_seconds"]))
-            for i, c in enumerate(cached)}  # fmt: skip
+    return {
+        i: dict(val_metric=float(c["second"]), seconds=float(c["second_seconds"]))
+        for i, c in enumerate(cached)
+    }
 
 
 def _tau_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -120,7 +123,12 @@ def perfect_ranker(
             hi = mid
     one = _tau_rows(truth, truth + lo * e1)
     two = _tau_rows(truth, truth + lo * (e1 + e2) / 2)
-    return {"noise": lo, "one": float(one.mean()), "p70": float((one >= 0.7).mean()), "two": float(two.mean())}  # fmt: skip
+    return {
+        "noise": lo,
+        "one": float(one.mean()),
+        "p70": float((one >= 0.7).mean()),
+        "two": float(two.mean()),
+    }
 
 
 def perfect_ranker_line(label: str, run_to_run: float, n: int) -> str:
@@ -128,9 +136,11 @@ def perfect_ranker_line(label: str, run_to_run: float, n: int) -> str:
     if not (math.isfinite(run_to_run) and run_to_run > 0):
         return f"- {label}: seed vs seed τ {run_to_run:.3f}, no estimate (not positive)"
     b = perfect_ranker(run_to_run, n)
-    return (f"- {label} (seed vs seed τ {run_to_run:.3f}, {n} archs): expected τ **{b['one']:.2f}** "
-            f"against one stand-alone run (≥ 0.7 in {b['p70']:.0%} of draws), {b['two']:.2f} "
-            "against the mean of two runs")  # fmt: skip
+    return (
+        f"- {label} (seed vs seed τ {run_to_run:.3f}, {n} archs): expected τ **{b['one']:.2f}** "
+        f"against one stand-alone run (≥ 0.7 in {b['p70']:.0%} of draws), {b['two']:.2f} "
+        "against the mean of two runs"
+    )
 
 
 def target_line(label: str, stats: list[dict], key: str, target: float) -> str:
@@ -176,13 +186,22 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--from", dest="source", default=str(RESULTS_CSV), help="a ranking.py CSV")
     p.add_argument("--seed", type=int, default=1, help="the second run's seed")
-    p.add_argument("--second-from", default=None, metavar="CSV",
-                   help="second runs from a previous output CSV instead of training them")  # fmt: skip
+    p.add_argument(
+        "--second-from",
+        default=None,
+        metavar="CSV",
+        help="second runs from a previous output CSV instead of training them",
+    )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     p.add_argument("--bootstrap", type=int, default=2000)
-    p.add_argument("--also", action="append", default=[], metavar="CSV",
-                   help="another supernet's ranking.py CSV over the same archs")  # fmt: skip
+    p.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="CSV",
+        help="another supernet's ranking.py CSV over the same archs",
+    )
     p.add_argument("--out", default=str(OUT_CSV), help="per-arch CSV of both runs")
     p.add_argument("--section", default="ranking_ceiling", help="BENCHMARKS.md section")
     p.add_argument("--no-write", action="store_true", help="leave BENCHMARKS.md as it is")
@@ -192,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = read_rows(args.source)
     others = [read_rows(path) for path in args.also]
     for path, other in zip(args.also, others, strict=True):
-        if [(r["signature"], r["standalone"]) for r in other] != [(r["signature"], r["standalone"]) for r in rows]:  # fmt: skip
+        if [(r["signature"], r["standalone"]) for r in other] != [
+            (r["signature"], r["standalone"]) for r in rows
+        ]:
             raise ValueError(f"--also {path}: other archs or stand-alone results than --from")
     first_seed = {r["seed"] for r in rows}
     if str(args.seed) in first_seed:
@@ -203,11 +224,19 @@ def main(argv: list[str] | None = None) -> int:
         second = cached_second_runs(args.second_from, rows, args.seed)
     else:
         second = train_second_runs(rows, args.seed, args.workers, args.threads)
-    pairs = [dict(index=i, type=r["type"], signature=r.get("signature", ""),
-                  first=float(r["standalone"]), second=second[i]["val_metric"],
-                  second_seconds=second[i]["seconds"], second_seed=args.seed,
-                  inherited=float(r["inherited"]))
-             for i, r in enumerate(rows)]  # fmt: skip
+    pairs = [
+        dict(
+            index=i,
+            type=r["type"],
+            signature=r.get("signature", ""),
+            first=float(r["standalone"]),
+            second=second[i]["val_metric"],
+            second_seconds=second[i]["seconds"],
+            second_seed=args.seed,
+            inherited=float(r["inherited"]),
+        )
+        for i, r in enumerate(rows)
+    ]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as f:
@@ -239,8 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     def line(label: str, key: str) -> str:
         return f"| {label} | " + " | ".join(cell(c, key) for c in columns.values()) + " |"
 
-    table = ["| Kendall τ | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|",
-             line(f"all {len(pairs)} archs", "all"), line("mean within a mixer type", "within")]  # fmt: skip
+    table = [
+        "| Kendall τ | " + " | ".join(columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+        line(f"all {len(pairs)} archs", "all"),
+        line("mean within a mixer type", "within"),
+    ]
     first_column = next(iter(columns.values()))
     table += [line(f"within {t}", t) for t in first_column if t not in ("all", "within")]
     seconds = sum(r["second_seconds"] for r in pairs)
@@ -248,28 +281,48 @@ def main(argv: list[str] | None = None) -> int:
     reference = next(iter(columns.values()))
     verdicts = [
         target_line("stand-alone seed vs seed, all archs", [reference], "all", TARGET_REFERENCE),
-        target_line(f"supernet vs mean of both, all archs, mean over {len(supernets)} supernet(s)", supernets, "all", TARGET_ALL),
-        target_line(f"supernet vs mean of both, mean within a type, mean over {len(supernets)} supernet(s)", supernets, "within", TARGET_WITHIN),
-    ]  # fmt: skip
+        target_line(
+            f"supernet vs mean of both, all archs, mean over {len(supernets)} supernet(s)",
+            supernets,
+            "all",
+            TARGET_ALL,
+        ),
+        target_line(
+            f"supernet vs mean of both, mean within a type, mean over {len(supernets)} supernet(s)",
+            supernets,
+            "within",
+            TARGET_WITHIN,
+        ),
+    ]
     types = [t for t in first_column if t not in ("all", "within")]
     per_type = round(len(pairs) / max(1, len(types)))
-    perfect = [perfect_ranker_line("all archs", first_column["all"][0], len(pairs)),
-               perfect_ranker_line("within a type", first_column["within"][0], per_type)]  # fmt: skip
-    body = "\n\n".join([
-        header("Ranking fidelity ceiling: stand-alone vs stand-alone (benchmarks/ranking_ceiling.py)", command_line()),
-        f"Every arch of `{shown(Path(args.source))}` trained from scratch again with its budget "
-        f"({rows[0]['standalone_steps']} steps of batch {rows[0]['standalone_batch']}, lr {rows[0]['standalone_lr']}) and seed {args.seed} "
-        f"instead of {seed0} (initialisation and data order), {seconds:.0f} s summed"
-        f"{f' (taken from `{shown(Path(args.second_from))}`)' if args.second_from else f', {args.workers} worker(s) x {args.threads} thread(s)'}. Kendall τ with 90% bootstrap "
-        "intervals as in `ranking.py`; the supernet's scores are that CSV's inherited ones. A "
-        "supernet cannot be expected to agree with one stand-alone run better than another seed "
-        "of the same training does."
-        + "".join(f" Supernet {k}: the inherited scores of `{shown(Path(path))}`." for k, path in enumerate(args.also, start=2)),
-        "\n".join(table),
-        "\n".join(verdicts),
-        "A perfect ranker (the true order), if run-to-run noise were Gaussian and as large as "
-        f"measured here (`perfect_ranker`, {PERFECT_DRAWS} draws):\n" + "\n".join(perfect),
-    ])  # fmt: skip
+    perfect = [
+        perfect_ranker_line("all archs", first_column["all"][0], len(pairs)),
+        perfect_ranker_line("within a type", first_column["within"][0], per_type),
+    ]
+    body = "\n\n".join(
+        [
+            header(
+                "Ranking fidelity ceiling: stand-alone vs stand-alone (benchmarks/ranking_ceiling.py)",
+                command_line(),
+            ),
+            f"Every arch of `{shown(Path(args.source))}` trained from scratch again with its budget "
+            f"({rows[0]['standalone_steps']} steps of batch {rows[0]['standalone_batch']}, lr {rows[0]['standalone_lr']}) and seed {args.seed} "
+            f"instead of {seed0} (initialisation and data order), {seconds:.0f} s summed"
+            f"{f' (taken from `{shown(Path(args.second_from))}`)' if args.second_from else f', {args.workers} worker(s) x {args.threads} thread(s)'}. Kendall τ with 90% bootstrap "
+            "intervals as in `ranking.py`; the supernet's scores are that CSV's inherited ones. A "
+            "supernet cannot be expected to agree with one stand-alone run better than another seed "
+            "of the same training does."
+            + "".join(
+                f" Supernet {k}: the inherited scores of `{shown(Path(path))}`."
+                for k, path in enumerate(args.also, start=2)
+            ),
+            "\n".join(table),
+            "\n".join(verdicts),
+            "A perfect ranker (the true order), if run-to-run noise were Gaussian and as large as "
+            f"measured here (`perfect_ranker`, {PERFECT_DRAWS} draws):\n" + "\n".join(perfect),
+        ]
+    )
     print(body)
     if not args.no_write:
         write_section(args.section, body + f"\n\nPer-arch CSV: `{shown(out)}`.")

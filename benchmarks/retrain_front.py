@@ -76,22 +76,41 @@ def load_run(path: Path) -> dict:
     baseline = space.baseline(task.head())
     with (path / "pareto.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
-    members = [dict(group="member", trial=int(r["trial"]), search_ratio=float(r["latency_ratio"]),
-                    arch=Arch.load(path / "pareto" / f"trial_{r['trial']}" / "arch.yaml"))
-               for r in rows]  # fmt: skip
+    members = [
+        dict(
+            group="member",
+            trial=int(r["trial"]),
+            search_ratio=float(r["latency_ratio"]),
+            arch=Arch.load(path / "pareto" / f"trial_{r['trial']}" / "arch.yaml"),
+        )
+        for r in rows
+    ]
     members = [m for m in members if m["arch"].signature != baseline.signature]
     if not members:
         raise UsageError(f"--run {path}: the front has no member besides the baseline")
     cfg = path / "config.yaml"
     lat = OmegaConf.to_container(OmegaConf.load(cfg).latency) if cfg.is_file() else {}
-    latency = {"shape": tuple(info.get("latency_shape") or task.latency_shape),
-               **{k: lat.get(k, v) for k, v in
-                  dict(device="cpu", threads=1, cache_dir="runs/latency").items()}}  # fmt: skip
+    latency = {
+        "shape": tuple(info.get("latency_shape") or task.latency_shape),
+        **{
+            k: lat.get(k, v)
+            for k, v in dict(device="cpu", threads=1, cache_dir="runs/latency").items()
+        },
+    }
     return dict(space=space, task=task, baseline=baseline, members=members, latency=latency)
 
 
-def match_randoms(space: SearchSpace, task: Task, baseline: Arch, table, n: int, taken: set[str],
-                  lo: float, hi: float, seed: int) -> tuple[list[dict], int]:  # fmt: skip
+def match_randoms(
+    space: SearchSpace,
+    task: Task,
+    baseline: Arch,
+    table,
+    n: int,
+    taken: set[str],
+    lo: float,
+    hi: float,
+    seed: int,
+) -> tuple[list[dict], int]:
     """Up to ``n`` distinct random archs (not in ``taken``) with predicted ratio in [lo, hi]."""
     rng, ref_ms, out, draws = random.Random(seed), table.predict_ms(baseline), [], 0
     while len(out) < n and draws < MAX_DRAWS:
@@ -99,7 +118,11 @@ def match_randoms(space: SearchSpace, task: Task, baseline: Arch, table, n: int,
         ratio = table.predict_ms(arch) / ref_ms
         if lo <= ratio <= hi and arch.signature not in taken:
             taken.add(arch.signature)
-            out.append(dict(group="random", trial="", search_ratio=float("nan"), arch=arch, predicted=ratio))  # fmt: skip
+            out.append(
+                dict(
+                    group="random", trial="", search_ratio=float("nan"), arch=arch, predicted=ratio
+                )
+            )
     return out, draws
 
 
@@ -107,47 +130,94 @@ def retrain_job(job: dict) -> dict:
     """One training from scratch (runs in a worker process): test metric, seconds, parameters."""
     torch.set_num_threads(job["threads"])
     task, steps = job["task"], job["steps"]
-    model, res = train_from_scratch(job["arch"], task, seed=job["seed"], max_steps=steps, lr=job["lr"],
-                                    warmup_steps=max(1, steps // 20), progress=False)  # fmt: skip
+    model, res = train_from_scratch(
+        job["arch"],
+        task,
+        seed=job["seed"],
+        max_steps=steps,
+        lr=job["lr"],
+        warmup_steps=max(1, steps // 20),
+        progress=False,
+    )
     data = task.datamodule()
     data.setup("test")
-    return {"test": task.evaluate(model, data.test_dataloader()), "seconds": res["seconds"],
-            "params": sum(p.numel() for p in model.parameters())}  # fmt: skip
+    return {
+        "test": task.evaluate(model, data.test_dataloader()),
+        "seconds": res["seconds"],
+        "params": sum(p.numel() for p in model.parameters()),
+    }
 
 
-def measure(run: Path, *, steps: int, seeds: list[int], lr: float, sample_seed: int, workers: int,
-            threads: int, latency_time: float, max_members: int | None = None) -> dict:  # fmt: skip
+def measure(
+    run: Path,
+    *,
+    steps: int,
+    seeds: list[int],
+    lr: float,
+    sample_seed: int,
+    workers: int,
+    threads: int,
+    latency_time: float,
+    max_members: int | None = None,
+) -> dict:
     """Choose the randoms, measure every latency, retrain everything; the results for ``render``."""
     begin, load0 = time.perf_counter(), os.getloadavg()
     r = load_run(run)
     space, task, baseline, lat = r["space"], r["task"], r["baseline"], r["latency"]
     members = r["members"][:max_members]
-    estimator = LatencyEstimator.for_space(space, lat["shape"], head=task.head(), mode="predicted",
-                                           directory=lat["cache_dir"], device=lat["device"],
-                                           threads=lat["threads"])  # fmt: skip
+    estimator = LatencyEstimator.for_space(
+        space,
+        lat["shape"],
+        head=task.head(),
+        mode="predicted",
+        directory=lat["cache_dir"],
+        device=lat["device"],
+        threads=lat["threads"],
+    )
     ref_ms = estimator.table.predict_ms(baseline)
     for m in members:
         m["predicted"] = estimator.table.predict_ms(m["arch"]) / ref_ms
     lo = min(m["predicted"] for m in members) * (1 - MARGIN)
     hi = max(m["predicted"] for m in members) * (1 + MARGIN)
     taken = {baseline.signature} | {m["arch"].signature for m in members}
-    randoms, draws = match_randoms(space, task, baseline, estimator.table, len(members), taken, lo, hi, sample_seed)  # fmt: skip
-    base = dict(group="baseline", trial="", search_ratio=1.0, arch=baseline, predicted=1.0, ratio=1.0)  # fmt: skip
+    randoms, draws = match_randoms(
+        space, task, baseline, estimator.table, len(members), taken, lo, hi, sample_seed
+    )
+    base = dict(
+        group="baseline", trial="", search_ratio=1.0, arch=baseline, predicted=1.0, ratio=1.0
+    )
     entries = [*members, base, *randoms]
     for e in tqdm([e for e in entries if e is not base], desc="latency vs baseline", unit="arch"):
-        record, _ = cached_latency(e["arch"], baseline, lat["shape"], lat["device"], None,
-                                   mode="measured", threads=lat["threads"], repeats=1 if latency_time < 1 else 15,
-                                   min_run_time=latency_time)  # fmt: skip
+        record, _ = cached_latency(
+            e["arch"],
+            baseline,
+            lat["shape"],
+            lat["device"],
+            None,
+            mode="measured",
+            threads=lat["threads"],
+            repeats=1 if latency_time < 1 else 15,
+            min_run_time=latency_time,
+        )
         e["ratio"] = record.ratio
     torch.set_num_threads(threads)
     data = task.datamodule()
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
-    estimate = sum(1.1 * steps * step_seconds(e["arch"], task, batch) for e in entries) * len(seeds) / workers  # fmt: skip
-    log(f"{len(entries)} archs x {len(seeds)} seed(s): about {estimate / 60:.1f} min of training "
-        f"with {workers} worker(s) (machine as loaded now)")  # fmt: skip
-    jobs = {(i, s): dict(arch=e["arch"], task=task, seed=s, steps=steps, lr=lr, threads=threads)
-            for i, e in enumerate(entries) for s in seeds}  # fmt: skip
+    estimate = (
+        sum(1.1 * steps * step_seconds(e["arch"], task, batch) for e in entries)
+        * len(seeds)
+        / workers
+    )
+    log(
+        f"{len(entries)} archs x {len(seeds)} seed(s): about {estimate / 60:.1f} min of training "
+        f"with {workers} worker(s) (machine as loaded now)"
+    )
+    jobs = {
+        (i, s): dict(arch=e["arch"], task=task, seed=s, steps=steps, lr=lr, threads=threads)
+        for i, e in enumerate(entries)
+        for s in seeds
+    }
     done: dict[tuple[int, int], dict] = {}
     with _pool(workers) as pool, tqdm(total=len(jobs), desc="retraining", unit="run") as bar:
         futures = {pool.submit(retrain_job, job): key for key, job in jobs.items()}
@@ -160,12 +230,28 @@ def measure(run: Path, *, steps: int, seeds: list[int], lr: float, sample_seed: 
         e["seconds"] = sum(done[i, s]["seconds"] for s in seeds)
         e["params"] = done[i, seeds[0]]["params"]
         e["describe"] = describe(e["arch"])
-    return dict(run=str(run), space=space.name, task=task.to_config(), metric=task.metric_name,
-                direction=task.direction, vocab=task.head().vocab_size, steps=steps, lr=lr,
-                seeds=seeds, sample_seed=sample_seed, draws=draws, range=(lo, hi), latency=lat,
-                latency_time=latency_time, workers=workers, threads=threads, entries=entries,
-                estimate=estimate, minutes=(time.perf_counter() - begin) / 60,
-                load=(load0, os.getloadavg()))  # fmt: skip
+    return dict(
+        run=str(run),
+        space=space.name,
+        task=task.to_config(),
+        metric=task.metric_name,
+        direction=task.direction,
+        vocab=task.head().vocab_size,
+        steps=steps,
+        lr=lr,
+        seeds=seeds,
+        sample_seed=sample_seed,
+        draws=draws,
+        range=(lo, hi),
+        latency=lat,
+        latency_time=latency_time,
+        workers=workers,
+        threads=threads,
+        entries=entries,
+        estimate=estimate,
+        minutes=(time.perf_counter() - begin) / 60,
+        load=(load0, os.getloadavg()),
+    )
 
 
 def hypervolume(points: list[tuple[float, float]], ref: tuple[float, float]) -> float:
@@ -183,20 +269,43 @@ def summarize(res: dict) -> dict:
     base = groups["baseline"][0]
     fast = [m for m in groups["member"] if m["ratio"] <= TARGET_RATIO]
     best = min(fast, key=lambda m: sign * m["mean"]) if fast else None
-    wins = [sign * (t - b) < 0 for t, b in zip(best["tests"], base["tests"], strict=True)] if best else []  # fmt: skip
+    wins = (
+        [sign * (t - b) < 0 for t, b in zip(best["tests"], base["tests"], strict=True)]
+        if best
+        else []
+    )
     worst = max(sign * t for e in entries for t in e["tests"])
-    ref = (worst + 0.05 * max(abs(worst), 1e-6), max(REF_RATIO, 1.05 * max(e["ratio"] for e in entries)))  # fmt: skip
+    ref = (
+        worst + 0.05 * max(abs(worst), 1e-6),
+        max(REF_RATIO, 1.05 * max(e["ratio"] for e in entries)),
+    )
     sets = {"front": groups["member"] + [base], "random": groups["random"] + [base]}
-    hv = {k: [hypervolume([(sign * e["tests"][i], e["ratio"]) for e in v], ref)
-              for i in range(len(res["seeds"]))] for k, v in sets.items()}  # fmt: skip
-    hv_mean = {k: hypervolume([(sign * e["mean"], e["ratio"]) for e in v], ref) for k, v in sets.items()}  # fmt: skip
+    hv = {
+        k: [
+            hypervolume([(sign * e["tests"][i], e["ratio"]) for e in v], ref)
+            for i in range(len(res["seeds"]))
+        ]
+        for k, v in sets.items()
+    }
+    hv_mean = {
+        k: hypervolume([(sign * e["mean"], e["ratio"]) for e in v], ref) for k, v in sets.items()
+    }
     limit = None
     if res["metric"] == "bpc":
         limit = (f"uniform guess log2({res['vocab']})", math.log2(res["vocab"]))
     elif res["metric"] == "accuracy" and res["vocab"]:
         limit = (f"chance 1/{res['vocab']}", 1 / res["vocab"])
-    return dict(groups=groups, base=base, best=best, wins=wins, ref=ref, hv=hv, hv_mean=hv_mean,
-                limit=limit, sign=sign)  # fmt: skip
+    return dict(
+        groups=groups,
+        base=base,
+        best=best,
+        wins=wins,
+        ref=ref,
+        hv=hv,
+        hv_mean=hv_mean,
+        limit=limit,
+        sign=sign,
+    )
 
 
 def verdict(ok: bool) -> str:
@@ -236,41 +345,75 @@ def render(res: dict) -> str:
         lines.append(
             f"- Best member at ≤ {TARGET_RATIO}x latency: trial {best['trial']} ({best['describe']}), "
             f"{best['ratio']:.3f}x, {metric} per seed {per_seed(best)} vs baseline {per_seed(base)}: "
-            f"better in every seed {verdict(bool(s['wins']) and all(s['wins']))}")  # fmt: skip
+            f"better in every seed {verdict(bool(s['wins']) and all(s['wins']))}"
+        )
     else:
-        lines.append(f"- No member at ≤ {TARGET_RATIO}x latency after re-measuring: {verdict(False)}")  # fmt: skip
+        lines.append(
+            f"- No member at ≤ {TARGET_RATIO}x latency after re-measuring: {verdict(False)}"
+        )
     hv, hm = s["hv"], s["hv_mean"]
     if len(seeds) > 1:
-        lines.append(f"- Hypervolume of the mean over seeds: front {hm['front']:.4f} vs random {hm['random']:.4f}")  # fmt: skip
+        lines.append(
+            f"- Hypervolume of the mean over seeds: front {hm['front']:.4f} vs random {hm['random']:.4f}"
+        )
     for i, seed in enumerate(seeds):
-        lines.append(f"- Hypervolume seed {seed}: front {hv['front'][i]:.4f} vs random "
-                     f"{hv['random'][i]:.4f}: front > random {verdict(hv['front'][i] > hv['random'][i])}")  # fmt: skip
+        lines.append(
+            f"- Hypervolume seed {seed}: front {hv['front'][i]:.4f} vs random "
+            f"{hv['random'][i]:.4f}: front > random {verdict(hv['front'][i] > hv['random'][i])}"
+        )
     if s["limit"]:
         name, value = s["limit"]
-        picks = {"baseline": base, f"best member at ≤ {TARGET_RATIO}x": best,
-                 **{f"best {g}": min(s["groups"][g], key=lambda e: s["sign"] * e["mean"])
-                    for g in ("member", "random") if s["groups"][g]}}  # fmt: skip
+        picks = {
+            "baseline": base,
+            f"best member at ≤ {TARGET_RATIO}x": best,
+            **{
+                f"best {g}": min(s["groups"][g], key=lambda e: s["sign"] * e["mean"])
+                for g in ("member", "random")
+                if s["groups"][g]
+            },
+        }
         shown = {id(e): k for k, e in reversed(picks.items()) if e}  # an arch once, first name
-        gaps = "; ".join(f"{k} {e['mean']:.4f} ({abs(e['mean'] - value):.4f} from it)"
-                         for k, e in picks.items() if e and shown[id(e)] == k)  # fmt: skip
+        gaps = "; ".join(
+            f"{k} {e['mean']:.4f} ({abs(e['mean'] - value):.4f} from it)"
+            for k, e in picks.items()
+            if e and shown[id(e)] == k
+        )
         lines.append(f"- Distance to the {name} = {value:.4f} {metric}: {gaps}.")
     cols = " | ".join(f"seed {x}" for x in seeds)
-    table = [f"| group | trial | arch | params | search ratio | ratio | {cols} | mean |",
-             "|---|---:|---|---:|---:|---:|" + "---:|" * (len(seeds) + 1)]  # fmt: skip
+    table = [
+        f"| group | trial | arch | params | search ratio | ratio | {cols} | mean |",
+        "|---|---:|---|---:|---:|---:|" + "---:|" * (len(seeds) + 1),
+    ]
     for e in res["entries"]:
         sr = "" if math.isnan(e["search_ratio"]) else f"{e['search_ratio']:.3f}"
-        table.append(f"| {e['group']} | {e['trial']} | {e['describe']} | {e['params']:,} | {sr} | "
-                     f"{e['ratio']:.3f} | {' | '.join(f'{t:.4f}' for t in e['tests'])} | {e['mean']:.4f} |")  # fmt: skip
+        table.append(
+            f"| {e['group']} | {e['trial']} | {e['describe']} | {e['params']:,} | {sr} | "
+            f"{e['ratio']:.3f} | {' | '.join(f'{t:.4f}' for t in e['tests'])} | {e['mean']:.4f} |"
+        )
     title = "Retrained front vs random architectures (benchmarks/retrain_front.py)"
-    return "\n\n".join([header(title, command_line()), protocol, "\n".join(lines), "\n".join(table)])  # fmt: skip
+    return "\n\n".join(
+        [header(title, command_line()), protocol, "\n".join(lines), "\n".join(table)]
+    )
 
 
 def write_csv(path: Path, res: dict) -> None:
     """One row per arch (atomically: a failed run leaves an earlier file as it was)."""
-    rows = [{"group": e["group"], "trial": e["trial"], "arch": e["describe"], "signature": e["arch"].signature,
-             "params": e["params"], "search_ratio": e["search_ratio"], "predicted_ratio": e["predicted"],
-             "latency_ratio": e["ratio"], **{f"test_seed{x}": t for x, t in zip(res["seeds"], e["tests"], strict=True)},
-             "mean": e["mean"], "seconds": e["seconds"]} for e in res["entries"]]  # fmt: skip
+    rows = [
+        {
+            "group": e["group"],
+            "trial": e["trial"],
+            "arch": e["describe"],
+            "signature": e["arch"].signature,
+            "params": e["params"],
+            "search_ratio": e["search_ratio"],
+            "predicted_ratio": e["predicted"],
+            "latency_ratio": e["ratio"],
+            **{f"test_seed{x}": t for x, t in zip(res["seeds"], e["tests"], strict=True)},
+            "mean": e["mean"],
+            "seconds": e["seconds"],
+        }
+        for e in res["entries"]
+    ]
     with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -298,16 +441,26 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"--{name} must be positive, got {getattr(args, name)}")
     if len(set(args.seeds)) != len(args.seeds):
         raise UsageError(f"--seeds must be distinct, got {args.seeds}")
-    res = measure(Path(args.run), steps=args.steps, seeds=args.seeds, lr=args.lr,
-                  sample_seed=args.sample_seed, workers=args.workers, threads=args.threads,
-                  latency_time=args.latency_time, max_members=2 if args.dry_run else None)  # fmt: skip
+    res = measure(
+        Path(args.run),
+        steps=args.steps,
+        seeds=args.seeds,
+        lr=args.lr,
+        sample_seed=args.sample_seed,
+        workers=args.workers,
+        threads=args.threads,
+        latency_time=args.latency_time,
+        max_members=2 if args.dry_run else None,
+    )
     body = render(res)
     print(body)
     out = Path(args.out or DEFAULT_OUT) / "retrain_front.csv"
     write_csv(out, res)
     if not (args.dry_run or args.no_write):
         write_csv(RESULTS_CSV, res)
-        write_section("retrain_front", body + f"\n\nPer-arch CSV: `benchmarks/results/{RESULTS_CSV.name}`.")  # fmt: skip
+        write_section(
+            "retrain_front", body + f"\n\nPer-arch CSV: `benchmarks/results/{RESULTS_CSV.name}`."
+        )
     log(f"per-arch results in {out}")
     return 0
 

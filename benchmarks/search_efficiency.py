@@ -92,14 +92,23 @@ def slowest_ratio(space: SearchSpace, estimator: LatencyEstimator) -> float | No
     mixers = [(o.name, v) for o in space.mixers for v in o.variants()]
     channels = [(o.name, v) for o in space.channels for v in o.variants()]
     for dim, (m, mv), (c, cv), norm in itertools.product(space.dims, mixers, channels, space.norms):
-        forced = {"dim": dim, "depth": max(space.depths), "norm": norm.name, "mixer": m, **mv,
-                  "channel": c, **cv}  # fmt: skip
+        forced = {
+            "dim": dim,
+            "depth": max(space.depths),
+            "norm": norm.name,
+            "mixer": m,
+            **mv,
+            "channel": c,
+            **cv,
+        }
         arch = space.sample(Forced(forced, random.Random(0)), head=ref.head)
         worst = max(worst, table.predict_ms(arch) / base)
     return worst
 
 
-def run_study(scorer: Scorer, sampler_name: str, seed: int, n_trials: int, bar: tqdm) -> optuna.Study:  # fmt: skip
+def run_study(
+    scorer: Scorer, sampler_name: str, seed: int, n_trials: int, bar: tqdm
+) -> optuna.Study:
     """One in-memory study as ``nas.search`` runs it: the sampler, the baseline enqueued first."""
     space, head = scorer.supernet.space, scorer.supernet.head_spec
     sampler = make_sampler(sampler_name, seed, n_trials)
@@ -136,8 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help=f"where the supernet is (default {DEFAULT_OUT})")
     p.add_argument("--task", default=None, help="a task name (default: the config's, charlm)")
     p.add_argument("--task-override", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--supernet-override", action="append", default=[], metavar="KEY=VALUE",
-                   help="Hydra override of the supernet's config, e.g. train.lr=0.001")  # fmt: skip
+    p.add_argument(
+        "--supernet-override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Hydra override of the supernet's config, e.g. train.lr=0.001",
+    )
     p.add_argument("--dry-run", action="store_true", help="tiny budgets; BENCHMARKS.md untouched")
     args = p.parse_args(argv)
     checkpoints = sorted(set(parse_list(args.trials, int, "trials")))
@@ -150,9 +164,17 @@ def main(argv: list[str] | None = None) -> int:
     if min(checkpoints) < 1 or args.seeds < 1 or args.supernet_steps < 1:
         raise ValueError("--trials, --seeds and --supernet-steps must be positive")
     out = Path(args.out or (DRY_OUT if args.dry_run else DEFAULT_OUT))
-    cfg, space, task = compose("search", args.space, args.task_override, task=args.task, steps=args.supernet_steps,
-                               seed=args.seed, dry_run=args.dry_run, threads=args.threads,
-                               extra=args.supernet_override)  # fmt: skip
+    cfg, space, task = compose(
+        "search",
+        args.space,
+        args.task_override,
+        task=args.task,
+        steps=args.supernet_steps,
+        seed=args.seed,
+        dry_run=args.dry_run,
+        threads=args.threads,
+        extra=args.supernet_override,
+    )
     maximize = task.direction == "maximize"
     head, shape = task.head(), tuple(cfg.latency.shape or task.latency_shape)
     default_sampler = cfg.search.sampler
@@ -162,10 +184,16 @@ def main(argv: list[str] | None = None) -> int:
     supernet, meta = obtain_supernet(cfg, space, task, args.supernet, out)
     log(f"latency: {args.latency} at shape {shape} (a lookup table is built once if missing)")
     estimator = LatencyEstimator.for_space(
-        space, shape, head=head, directory=cfg.latency.cache_dir, mode=args.latency,
-        device=cfg.latency.device, threads=cfg.latency.threads, repeats=cfg.latency.repeats,
+        space,
+        shape,
+        head=head,
+        directory=cfg.latency.cache_dir,
+        mode=args.latency,
+        device=cfg.latency.device,
+        threads=cfg.latency.threads,
+        repeats=cfg.latency.repeats,
         min_run_time=cfg.latency.min_run_time,
-    )  # fmt: skip
+    )
     worst = slowest_ratio(space, estimator)
     scorer = MemoScorer(supernet.eval(), task, estimator, val_batches)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -177,9 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         Scorer.__call__(scorer, arch)
     per_trial = (time.perf_counter() - start) / len(probe)
     n_studies = args.seeds * len(samplers)
-    log(f"{n_studies} studies x {n_max} trials at ~{per_trial:.2f} s per scored arch: estimated "
+    log(
+        f"{n_studies} studies x {n_max} trials at ~{per_trial:.2f} s per scored arch: estimated "
         f"~{n_studies * n_max * per_trial / 60:.0f} min at most (memoised repeats are free; "
-        f"the gp sampler adds its own fitting time, which grows with the trials)")  # fmt: skip
+        f"the gp sampler adds its own fitting time, which grows with the trials)"
+    )
     runs = [(seed, name) for seed in range(args.seeds) for name in samplers]  # seed-major: ETA
     hv: dict[str, dict[int, list[float]]] = {s: {n: [] for n in checkpoints} for s in samplers}
     seconds: dict[str, list[float]] = {s: [] for s in samplers}
@@ -201,15 +231,21 @@ def main(argv: list[str] | None = None) -> int:
     def stats(values: list[float]) -> tuple[float, float]:
         return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
-    table = ["| sampler | " + " | ".join(f"HV@{n} mean ± std [min, max]" for n in checkpoints) + " | s per study |",
-             "|---|" + "---:|" * (len(checkpoints) + 1)]  # fmt: skip
+    table = [
+        "| sampler | "
+        + " | ".join(f"HV@{n} mean ± std [min, max]" for n in checkpoints)
+        + " | s per study |",
+        "|---|" + "---:|" * (len(checkpoints) + 1),
+    ]
     for name in samplers:
         cells = []
         for n in checkpoints:
             m, s = stats(hv[name][n])
             cells.append(f"{m:.4f} ± {s:.4f} [{min(hv[name][n]):.4f}, {max(hv[name][n]):.4f}]")
         label = f"{name} (default)" if name == default_sampler else name
-        table.append(f"| {label} | " + " | ".join(cells) + f" | {statistics.mean(seconds[name]):.1f} |")  # fmt: skip
+        table.append(
+            f"| {label} | " + " | ".join(cells) + f" | {statistics.mean(seconds[name]):.1f} |"
+        )
     verdicts = []
     if default_sampler in samplers and "random" in samplers and default_sampler != "random":
         for n in checkpoints:
@@ -217,37 +253,47 @@ def main(argv: list[str] | None = None) -> int:
             spread = max(sd, sr)
             by = f"{(md - mr) / spread:+.1f} std" if spread > 0 else "no spread"
             word = "beats" if md > mr else "does NOT beat"
-            verdicts.append(f"- after {n} trials: the default `{default_sampler}` {word} random "
-                            f"search: mean HV {md:.4f} vs {mr:.4f} (difference {md - mr:+.4f}, {by} "
-                            f"of the larger std); seeds where {default_sampler} > random: "
-                            f"{sum(a > b for a, b in zip(hv[default_sampler][n], hv['random'][n], strict=True))}/{args.seeds}")  # fmt: skip
+            verdicts.append(
+                f"- after {n} trials: the default `{default_sampler}` {word} random "
+                f"search: mean HV {md:.4f} vs {mr:.4f} (difference {md - mr:+.4f}, {by} "
+                f"of the larger std); seeds where {default_sampler} > random: "
+                f"{sum(a > b for a, b in zip(hv[default_sampler][n], hv['random'][n], strict=True))}/{args.seeds}"
+            )
     latency_text = (
         "predicted from the per-operator lookup table (deterministic and fast: every sampler "
         "sees exactly the same objective, so the comparison measures the samplers, not timing "
-        "noise)" if args.latency == "predicted"
+        "noise)"
+        if args.latency == "predicted"
         else "measured against the baseline, interleaved (SQLite cache: repeated archs free)"
-    )  # fmt: skip
+    )
     worst_text = f"; the slowest arch of the space is predicted at {worst:.2f}x" if worst else ""
-    load = "/".join(f"{x:.1f}" for x in load0) + " -> " + "/".join(f"{x:.1f}" for x in os.getloadavg())  # fmt: skip
-    body = "\n\n".join([
-        header("Search efficiency of the samplers (benchmarks/search_efficiency.py)", command_line()),
-        f"Space `{space.name}`, task `{task.name}` (metric {task.metric_name}, {task.direction}), "
-        f"{args.threads} thread(s). One supernet for every study: {meta.get('steps')} steps "
-        f"({'loaded from ' + args.supernet if args.supernet else 'trained by the benchmarks'}). "
-        f"Each study: in-memory Optuna storage, `nas.study.make_sampler(name, seed, {n_max})` "
-        f"(NSGA-II population {max(4, n_max // 4)}), the baseline enqueued as trial 0, objective "
-        f"`nas.study.objective` (validation {task.metric_name} with inherited weights on {val_batches} "
-        f"batches; latency ratio to the baseline at shape {list(shape)}, {latency_text}). "
-        f"Seeds 0..{args.seeds - 1} per sampler. Hypervolume of the first N completed trials with the "
-        f"**reference point ({task.metric_name} = {args.ref_metric}, latency ratio = "
-        f"{args.ref_latency})**{worst_text}; the largest possible HV is "
-        f"{(1 - args.ref_metric) * args.ref_latency:.1f} for accuracy in [0, 1]. "
-        f"With one seed every sampler starts from the same random trials (Optuna's startup "
-        f"sampling), so early hypervolumes can coincide. {len(scorer.memo)} distinct archs scored. Whole run {total / 60:.1f} min; load average "
-        f"(1/5/15 min) {load}.",
-        "\n".join(table),
-        "\n".join(verdicts) or "(the default sampler or random search was not run)",
-    ])  # fmt: skip
+    load = (
+        "/".join(f"{x:.1f}" for x in load0) + " -> " + "/".join(f"{x:.1f}" for x in os.getloadavg())
+    )
+    body = "\n\n".join(
+        [
+            header(
+                "Search efficiency of the samplers (benchmarks/search_efficiency.py)",
+                command_line(),
+            ),
+            f"Space `{space.name}`, task `{task.name}` (metric {task.metric_name}, {task.direction}), "
+            f"{args.threads} thread(s). One supernet for every study: {meta.get('steps')} steps "
+            f"({'loaded from ' + args.supernet if args.supernet else 'trained by the benchmarks'}). "
+            f"Each study: in-memory Optuna storage, `nas.study.make_sampler(name, seed, {n_max})` "
+            f"(NSGA-II population {max(4, n_max // 4)}), the baseline enqueued as trial 0, objective "
+            f"`nas.study.objective` (validation {task.metric_name} with inherited weights on {val_batches} "
+            f"batches; latency ratio to the baseline at shape {list(shape)}, {latency_text}). "
+            f"Seeds 0..{args.seeds - 1} per sampler. Hypervolume of the first N completed trials with the "
+            f"**reference point ({task.metric_name} = {args.ref_metric}, latency ratio = "
+            f"{args.ref_latency})**{worst_text}; the largest possible HV is "
+            f"{(1 - args.ref_metric) * args.ref_latency:.1f} for accuracy in [0, 1]. "
+            f"With one seed every sampler starts from the same random trials (Optuna's startup "
+            f"sampling), so early hypervolumes can coincide. {len(scorer.memo)} distinct archs scored. Whole run {total / 60:.1f} min; load average "
+            f"(1/5/15 min) {load}.",
+            "\n".join(table),
+            "\n".join(verdicts) or "(the default sampler or random search was not run)",
+        ]
+    )
     print(body)
     if not args.dry_run:
         write_section("search_efficiency", body)

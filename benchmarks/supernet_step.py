@@ -58,8 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     net = Supernet(space, head=head).train()
     tokens = torch.randint(0, 256, (args.batch, args.seq_len))
     targets = torch.randint(0, 256, (args.batch, args.seq_len))
-    subnets = {"teacher": space.teacher(head), "smallest": space.smallest(head),
-               "random": space.sample(random.Random(1), head=head)}  # fmt: skip
+    subnets = {
+        "teacher": space.teacher(head),
+        "smallest": space.smallest(head),
+        "random": space.sample(random.Random(1), head=head),
+    }
     steps = {}
     for name, arch in subnets.items():
         alone = net.extract(arch).train()
@@ -89,13 +92,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         verdict = "met" if ratio <= TARGET else "NOT met"
         lines.append(f"| {name} | {sup:.1f} | {alone:.1f} | {ratio:.2f}x | ≤ {TARGET}x {verdict} |")
-    body = "\n\n".join([
-        header("Supernet training step vs standalone (benchmarks/supernet_step.py)", command_line()),
-        f"Space `{args.space}`, batch {args.batch} x {args.seq_len} tokens, forward + backward + AdamW; "
-        f"median of {args.repeats} interleaved rounds of {args.steps} steps. Subnets: "
-        + "; ".join(f"{k} `{a.signature}`" for k, a in subnets.items()),
-        "\n".join(lines),
-    ])  # fmt: skip
+    body = "\n\n".join(
+        [
+            header(
+                "Supernet training step vs standalone (benchmarks/supernet_step.py)", command_line()
+            ),
+            f"Space `{args.space}`, batch {args.batch} x {args.seq_len} tokens, forward + backward + AdamW; "
+            f"median of {args.repeats} interleaved rounds of {args.steps} steps. Subnets: "
+            + "; ".join(f"{k} `{a.signature}`" for k, a in subnets.items()),
+            "\n".join(lines),
+        ]
+    )
     print(body)
     if not args.no_write:
         write_section("supernet_step", body)

@@ -34,8 +34,12 @@ def table(header: Sequence[Any], rows: Sequence[Sequence[Any]]) -> str:
 # hand-made environment, not ModelCard.from_template's bare jinja2.Template: that one renders an
 # undefined name as an empty string and drops the template's final newline
 _ENV = jinja2.Environment(
-    undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False
-)  # fmt: skip
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+    autoescape=False,
+)
 _ENV.filters["fmt"] = format
 _ENV.globals["table"] = table
 
@@ -44,7 +48,9 @@ def eval_result(task: str, dataset: str, metric: str, value: Any, **extra: Any) 
     """One ``model-index`` entry: ``metric`` = ``value`` for ``task`` on ``dataset`` (its
     identifier doubles as its name unless ``dataset_name`` is given)."""
     extra.setdefault("dataset_name", dataset)
-    return EvalResult(task_type=task, dataset_type=dataset, metric_type=metric, metric_value=value, **extra)  # fmt: skip
+    return EvalResult(
+        task_type=task, dataset_type=dataset, metric_type=metric, metric_value=value, **extra
+    )
 
 
 def card_data(

@@ -31,7 +31,15 @@ Inputs = dict[str, torch.Tensor]  # forward's parameter name -> tensor, in the f
 R = TypeVar("R")
 
 
-def _avg_pool2d(self, kernel_size, stride=(), padding=(0, 0), ceil_mode=False, count_include_pad=True, divisor_override=None):  # fmt: skip
+def _avg_pool2d(
+    self,
+    kernel_size,
+    stride=(),
+    padding=(0, 0),
+    ceil_mode=False,
+    count_include_pad=True,
+    divisor_override=None,
+):
     """ONNX for ``aten.avg_pool2d`` honouring ``divisor_override`` (onnxscript's translation
     ignores it, so a window *sum* such as the pooling mixer's would come out as an average).
     Exact when every window lies inside the (explicitly padded) input, as in ``pooling``."""
@@ -104,12 +112,16 @@ def _input_shape(program: ExportedProgram) -> list[int | torch.SymInt]:
     user = set(program.graph_signature.user_inputs)
     node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name in user)
     return [
-        d.node.maybe_as_int() if isinstance(d, torch.SymInt) and d.node.maybe_as_int() is not None else d
+        d.node.maybe_as_int()
+        if isinstance(d, torch.SymInt) and d.node.maybe_as_int() is not None
+        else d
         for d in node.meta["val"].shape
-    ]  # fmt: skip
+    ]
 
 
-def other_shape(shape: Sequence[int], dynamic: Mapping[int, str], ranges: Mapping[str, list]) -> tuple[int, ...]:  # fmt: skip
+def other_shape(
+    shape: Sequence[int], dynamic: Mapping[int, str], ranges: Mapping[str, list]
+) -> tuple[int, ...]:
     """Another shape along the dynamic axes to check them: batch + 1, length - 1 (in range)."""
     out = list(shape)
     if 0 in dynamic:
@@ -121,7 +133,9 @@ def other_shape(shape: Sequence[int], dynamic: Mapping[int, str], ranges: Mappin
     return tuple(out)
 
 
-def export_onnx(model: nn.Module | ExportedProgram, path: str | os.PathLike, args: tuple = ()) -> int | None:  # fmt: skip
+def export_onnx(
+    model: nn.Module | ExportedProgram, path: str | os.PathLike, args: tuple = ()
+) -> int | None:
     """Write the ONNX model of ``model`` (a program, or a module traced on ``args``) to ``path``
     with the platform's translations (``ONNX_TRANSLATIONS``); returns its opset."""
     onnx_program = torch.onnx.export(
@@ -203,7 +217,9 @@ def export_checked(
     return done
 
 
-def first_that_works(attempts: Sequence[Mapping[int, str]], write: Callable[[Mapping[int, str]], R]) -> tuple[R, list[str]]:  # fmt: skip
+def first_that_works(
+    attempts: Sequence[Mapping[int, str]], write: Callable[[Mapping[int, str]], R]
+) -> tuple[R, list[str]]:
     """``write(axes)`` for each of ``attempts`` in turn until one returns: its result and a note
     per dynamic attempt that failed. The last attempt's exception propagates."""
     notes = []

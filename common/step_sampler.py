@@ -58,5 +58,10 @@ class StepSampler(Sampler[int]):
             return iter(self.stream(self.current_step() * self.batch_size, len(self)))
         step_size = self.batch_size * world  # the global batch of one step
         mine = slice(rank * self.batch_size, (rank + 1) * self.batch_size)
-        return iter([i for step in range(self.current_step(), self.total_steps)
-                     for i in self.stream(step * step_size, step_size)[mine]])  # fmt: skip
+        return iter(
+            [
+                i
+                for step in range(self.current_step(), self.total_steps)
+                for i in self.stream(step * step_size, step_size)[mine]
+            ]
+        )

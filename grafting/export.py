@@ -47,8 +47,10 @@ def check_run(run: Any) -> Path:
     path = Path(str(run)).expanduser()
     if not path.is_dir():
         raise UsageError(f"run={run}: no such directory")
-    if not any((path / w).is_file() for w in SOURCE_WEIGHTS) or not (path / "plan.yaml").is_file():  # fmt: skip
-        raise UsageError(f"run={run}: not a grafted model folder (needs grafted.safetensors and plan.yaml)")  # fmt: skip
+    if not any((path / w).is_file() for w in SOURCE_WEIGHTS) or not (path / "plan.yaml").is_file():
+        raise UsageError(
+            f"run={run}: not a grafted model folder (needs grafted.safetensors and plan.yaml)"
+        )
     return path
 
 
@@ -98,23 +100,37 @@ def describe(model: Any, run: Path, report: dict | None, graft_cfg: dict | None)
     base = (report or {}).get("base") or (graft_cfg or {}).get("base") or run.name
     pooling, normalize = sentence_pooling(run)
     grafted = [
-        {"layer": i, "slot": slot, "op": op_name(family, config, slot, spec),
-         "hparams": op_kwargs(family, config, slot, spec), "init": spec.init}
+        {
+            "layer": i,
+            "slot": slot,
+            "op": op_name(family, config, slot, spec),
+            "hparams": op_kwargs(family, config, slot, spec),
+            "init": spec.init,
+        }
         for (i, slot), spec in plan.resolve(n).items()
-    ]  # fmt: skip
+    ]
     params = dict((report or {}).get("params") or {})
     params["grafted"] = count_params(model)
     host = {
-        "base": str(base), "family": family.name, "model_type": config.model_type,
-        "architecture": type(model).__name__, "causal": family.causal, "layers": n,
-        "hidden_size": config.hidden_size, "vocab_size": config.vocab_size,
+        "base": str(base),
+        "family": family.name,
+        "model_type": config.model_type,
+        "architecture": type(model).__name__,
+        "causal": family.causal,
+        "layers": n,
+        "hidden_size": config.hidden_size,
+        "vocab_size": config.vocab_size,
         "max_len": int(getattr(config, "max_position_embeddings", None) or config.n_positions),
-        "pooling": pooling, "normalize": normalize, "pooling_files": (run / "modules.json").is_file(),
-    }  # fmt: skip
+        "pooling": pooling,
+        "normalize": normalize,
+        "pooling_files": (run / "modules.json").is_file(),
+    }
     return {"host": host, "plan": plan.to_dict(), "grafted": grafted, "params": params}
 
 
-def write_folder(dest: Path, run: Path, model: Any, cfg: DictConfig, command: str) -> dict[str, Any]:  # fmt: skip
+def write_folder(
+    dest: Path, run: Path, model: Any, cfg: DictConfig, command: str
+) -> dict[str, Any]:
     """Write every file of the export into ``dest`` (created if needed) and return the record."""
     import onnxruntime
     import transformers
@@ -138,20 +154,36 @@ def write_folder(dest: Path, run: Path, model: Any, cfg: DictConfig, command: st
     info["onnx"] = None
     if cfg.onnx.enabled:
         try:
-            onnx = write_onnx(model, host["causal"], dest / ONNX_FILE, shape=shape,
-                              vocab_size=host["vocab_size"], dynamic=bool(cfg.onnx.dynamic), seed=int(cfg.seed))  # fmt: skip
+            onnx = write_onnx(
+                model,
+                host["causal"],
+                dest / ONNX_FILE,
+                shape=shape,
+                vocab_size=host["vocab_size"],
+                dynamic=bool(cfg.onnx.dynamic),
+                seed=int(cfg.seed),
+            )
         except ValueError as e:
             ops = sorted({g["op"] for g in info["grafted"]})
-            raise UsageError(f"cannot export the {host['family']} model grafted with {', '.join(ops)} to ONNX: {e} (export without it: onnx.enabled=false)") from None  # fmt: skip
+            raise UsageError(
+                f"cannot export the {host['family']} model grafted with {', '.join(ops)} to ONNX: {e} (export without it: onnx.enabled=false)"
+            ) from None
         onnx.notes = notes + onnx.notes
         info["onnx"] = onnx.to_dict()
     ref = make_inputs(shape, host["vocab_size"], int(cfg.seed) + 1, pad=shape[1] // 4)
     write_reference(dest, HFForward(model, host["causal"]), ref)
     info.update(
-        reference={"shape": list(shape), "output": "logits" if host["causal"] else "last_hidden_state"},
+        reference={
+            "shape": list(shape),
+            "output": "logits" if host["causal"] else "last_hidden_state",
+        },
         report=report,
-        versions={"torch": torch.__version__, "transformers": transformers.__version__, "onnxruntime": onnxruntime.__version__},
-    )  # fmt: skip
+        versions={
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },
+    )
     return write_record(dest, info, model_card)
 
 
@@ -197,11 +229,17 @@ def export(cfg: DictConfig, argv: Sequence[str] = ()) -> int:
     with atomic_dir(out) as tmp:
         info = write_folder(tmp, run, model, cfg, command)
     onnx = info["onnx"]
-    summary = "no ONNX" if onnx is None else (
-        f"ONNX at {list(onnx['shape'])}, dynamic: {'/'.join(onnx['dynamic_axes'].values()) or 'none'}, "
-        f"max abs diff {onnx['onnx_max_abs_diff']:.2g}"
-    )  # fmt: skip
-    print(f"exported {info['host']['base']} grafted with {info['plan']['name']} to {out} ({summary})")  # fmt: skip
+    summary = (
+        "no ONNX"
+        if onnx is None
+        else (
+            f"ONNX at {list(onnx['shape'])}, dynamic: {'/'.join(onnx['dynamic_axes'].values()) or 'none'}, "
+            f"max abs diff {onnx['onnx_max_abs_diff']:.2g}"
+        )
+    )
+    print(
+        f"exported {info['host']['base']} grafted with {info['plan']['name']} to {out} ({summary})"
+    )
     return 0
 
 

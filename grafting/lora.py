@@ -15,7 +15,9 @@ ADAPTED = (nn.Linear, Conv1D)  # the layer types LoRA adapts
 def lora_targets(model: nn.Module, skip: list[nn.Module]) -> list[str]:
     """The full names of ``model``'s linear layers outside the ``skip`` modules."""
     skipped = {id(m) for s in skip for m in s.modules()}
-    return [name for name, m in model.named_modules() if isinstance(m, ADAPTED) and id(m) not in skipped]  # fmt: skip
+    return [
+        name for name, m in model.named_modules() if isinstance(m, ADAPTED) and id(m) not in skipped
+    ]
 
 
 def add_lora(model: nn.Module, skip: list[nn.Module], rank: int, alpha: float) -> PeftModel:
@@ -28,8 +30,14 @@ def add_lora(model: nn.Module, skip: list[nn.Module], rank: int, alpha: float) -
     if not targets:
         raise ValueError("stage2.train=lora: the host has no linear layer outside the graft")
     fan_in_fan_out = any(isinstance(m, Conv1D) for m in model.modules())  # GPT-2 stores W^T
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets,
-                        fan_in_fan_out=fan_in_fan_out, bias="none")  # fmt: skip
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=0.0,
+        target_modules=targets,
+        fan_in_fan_out=fan_in_fan_out,
+        bias="none",
+    )
     return get_peft_model(model, config)
 
 

@@ -173,7 +173,14 @@ def _metadata(info: Mapping[str, Any], name: str) -> ModelCardData:
         if metric != "n" and isinstance(v, int | float) and math.isfinite(v)
     ]
     ops = sorted({g["op"] for g in info["grafted"]})
-    tags = ["grafted", "efficient-attention", "distillation", host["family"], host["model_type"], *ops]  # fmt: skip
+    tags = [
+        "grafted",
+        "efficient-attention",
+        "distillation",
+        host["family"],
+        host["model_type"],
+        *ops,
+    ]
     graft = {
         "plan": info["plan"]["name"],
         "grafted": [f"{g['layer']}.{g['slot']}:{g['op']}" for g in info["grafted"]],

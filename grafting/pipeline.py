@@ -59,7 +59,7 @@ def check_text_settings(cfg: dict[str, Any]) -> None:
     """The ``text`` and ``report`` settings of a text host (``conf/graft.yaml``)."""
     t, r = cfg["text"], cfg["report"]
     check_number("text.eval_fraction", t["eval_fraction"], above=0, below=1)
-    check_number("text.validation_fraction", t.get("validation_fraction", 0.0), at_least=0, below=1)  # fmt: skip
+    check_number("text.validation_fraction", t.get("validation_fraction", 0.0), at_least=0, below=1)
     for name in ("calib_sentences", "calib_passages"):
         check_int(f"text.{name}", t[name], minimum=0)
     check_int("text.batch_size", t["batch_size"])
@@ -159,7 +159,9 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     result1 = resume.load_stage1(wrappers) if resume.open() else None
     if result1 is None:
         s1 = dict(cfg["stage1"])
-        result1, times["stage1"] = stage1.run(teacher, host.family, wrappers, calib, s1, progress, seed)  # fmt: skip
+        result1, times["stage1"] = stage1.run(
+            teacher, host.family, wrappers, calib, s1, progress, seed
+        )
         resume.save_stage1(wrappers, result1)
     else:
         times["stage1"] = 0.0
@@ -184,8 +186,11 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
 
     start = time.perf_counter()
     if progress:
-        print("report: fidelity to the host on held-out sentences and passages, then latency host "
-              "vs grafted in alternating rounds", flush=True)  # fmt: skip
+        print(
+            "report: fidelity to the host on held-out sentences and passages, then latency host "
+            "vs grafted in alternating rounds",
+            flush=True,
+        )
     report = evaluate(host, teacher, student, texts, cfg)
     times["report"] = time.perf_counter() - start
     report.update(

@@ -90,9 +90,15 @@ def write_onnx(
     def write(axes: Mapping[int, str]) -> OnnxReport:
         done = export_checked(wrapper, example, Path(path), axes, inputs_at, mask="attention_mask")
         return OnnxReport(
-            shape, wrapper.output, done.dynamic_axes, done.ranges, done.onnx_max_abs_diff,
-            done.onnx_opset, done.checked_shapes, done.notes,
-        )  # fmt: skip
+            shape,
+            wrapper.output,
+            done.dynamic_axes,
+            done.ranges,
+            done.onnx_max_abs_diff,
+            done.onnx_opset,
+            done.checked_shapes,
+            done.notes,
+        )
 
     try:
         report, notes = first_that_works(axis_attempts(example["input_ids"], dynamic), write)

@@ -56,8 +56,11 @@ class ResumeDir:
         return False
 
     def save_stage1(self, wrappers: dict[Any, nn.Module], result: dict[str, Any]) -> None:
-        tensors = {f"{_name(key)}/{k}": v.detach().contiguous()
-                   for key, w in wrappers.items() for k, v in w.state_dict().items()}  # fmt: skip
+        tensors = {
+            f"{_name(key)}/{k}": v.detach().contiguous()
+            for key, w in wrappers.items()
+            for k, v in w.state_dict().items()
+        }
         tmp = self.path / ".stage1.safetensors.tmp"
         save_file(tensors, tmp)
         tmp.replace(self.path / "stage1.safetensors")
@@ -71,7 +74,9 @@ class ResumeDir:
         tensors = load_file(self.path / "stage1.safetensors")
         for key, w in wrappers.items():
             prefix = f"{_name(key)}/"
-            w.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})  # fmt: skip
+            w.load_state_dict(
+                {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            )
         return json.loads(done.read_text())
 
     def remove(self) -> None:

@@ -87,7 +87,9 @@ class DistillModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         trainable = {f"student.{n}" for n, p in self.student.named_parameters() if p.requires_grad}
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}  # fmt: skip
+        checkpoint["state_dict"] = {
+            k: v for k, v in checkpoint["state_dict"].items() if k in trainable
+        }
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         self.student.eval()  # no dropout: we match a deterministic teacher
@@ -164,8 +166,11 @@ def train(
     last = None
     if checkpoints is not None:
         every = int(cfg.get("checkpoint_every", 50))
-        callbacks.append(ModelCheckpoint(dirpath=checkpoints, save_last=True, save_top_k=0,
-                                         every_n_train_steps=every))  # fmt: skip
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=checkpoints, save_last=True, save_top_k=0, every_n_train_steps=every
+            )
+        )
         last = checkpoints / "last.ckpt" if (checkpoints / "last.ckpt").is_file() else None
     with quiet_lightning():  # the Trainer prints its hardware lines when built
         trainer = L.Trainer(

@@ -63,11 +63,15 @@ def load_run(cfg: DictConfig) -> tuple[Path | None, dict[str, Any], optuna.Study
     if study.user_attrs.get("run_dir"):
         run_dir = Path(study.user_attrs["run_dir"])
         if not (run_dir / RUN_FILE).is_file():
-            raise UsageError(f"study {cfg.study_name!r} names run_dir={run_dir}, which has no {RUN_FILE}")  # fmt: skip
+            raise UsageError(
+                f"study {cfg.study_name!r} names run_dir={run_dir}, which has no {RUN_FILE}"
+            )
         return run_dir, read_run(run_dir / RUN_FILE), study
     if isinstance(study.user_attrs.get("run"), dict):
         return None, study.user_attrs["run"], study
-    raise UsageError(f"study {cfg.study_name!r} records no run (user attribute `run_dir`); use run=RUN_DIR")  # fmt: skip
+    raise UsageError(
+        f"study {cfg.study_name!r} records no run (user attribute `run_dir`); use run=RUN_DIR"
+    )
 
 
 def read_run(path: Path) -> dict[str, Any]:
@@ -88,13 +92,19 @@ def _load_study(storage: str | None, name: str | None) -> optuna.Study:
     if storage.startswith("sqlite:///") and not Path(storage[10:]).is_file():
         raise UsageError(f"storage {storage}: no such SQLite file")
     try:
-        return optuna.load_study(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler())  # fmt: skip
+        return optuna.load_study(
+            study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler()
+        )
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        raise UsageError(f"no study {name!r} in {storage}; studies there: {', '.join(names) or 'none'}") from None  # fmt: skip
+        raise UsageError(
+            f"no study {name!r} in {storage}; studies there: {', '.join(names) or 'none'}"
+        ) from None
     except sqlalchemy.exc.SQLAlchemyError as e:
         reason = str(getattr(e, "orig", None) or e).splitlines()[0]
-        raise UsageError(f"storage {storage}: cannot be read as an Optuna study ({reason})") from None  # fmt: skip
+        raise UsageError(
+            f"storage {storage}: cannot be read as an Optuna study ({reason})"
+        ) from None
 
 
 def choose_trials(
@@ -118,11 +128,18 @@ def choose_trials(
         return front
     numbers = [selection] if isinstance(selection, int) else selection
     if isinstance(numbers, str) or not all(isinstance(n, int) for n in numbers):
-        raise UsageError(f"trials must be pareto, best, fastest or a list of trial numbers, got {selection!r}")  # fmt: skip
-    done = {t.number: t for t in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])}  # fmt: skip
+        raise UsageError(
+            f"trials must be pareto, best, fastest or a list of trial numbers, got {selection!r}"
+        )
+    done = {
+        t.number: t
+        for t in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
+    }
     unknown = [n for n in numbers if n not in done]
     if unknown:
-        raise UsageError(f"trials: no completed trial {unknown[0]} in study {study.study_name!r}; valid: {', '.join(map(str, sorted(done)))}")  # fmt: skip
+        raise UsageError(
+            f"trials: no completed trial {unknown[0]} in study {study.study_name!r}; valid: {', '.join(map(str, sorted(done)))}"
+        )
     return [done[n] for n in dict.fromkeys(numbers)]
 
 
@@ -152,7 +169,9 @@ def _seeded_input(task, shape: Sequence[int], seed: int) -> torch.Tensor:
         return task.example_input(tuple(shape))
 
 
-def export_trial(trial: optuna.trial.FrozenTrial, dest: Path, ctx: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+def export_trial(
+    trial: optuna.trial.FrozenTrial, dest: Path, ctx: dict[str, Any]
+) -> dict[str, Any]:
     """Write ``dest`` for one trial (see the module doc) and return its export record."""
     cfg, task, run = ctx["cfg"], ctx["task"], ctx["run"]
     if "arch" not in trial.user_attrs:
@@ -167,16 +186,27 @@ def export_trial(trial: optuna.trial.FrozenTrial, dest: Path, ctx: dict[str, Any
         weights = f"trained from scratch for {k} steps (seed {cfg.seed}, lr {cfg.train.lr})"
     else:
         model = ctx["supernet"].extract(arch)
-        weights = "inherited from the supernet" + (f", fine-tuned {k} steps (seed {cfg.seed}, lr {cfg.train.lr})" if k else "")  # fmt: skip
+        weights = "inherited from the supernet" + (
+            f", fine-tuned {k} steps (seed {cfg.seed}, lr {cfg.train.lr})" if k else ""
+        )
     dest.mkdir(parents=True)
     training = None
     if k > 0:
         t = cfg.train
         training = train_model(
-            model, task, max_steps=k, lr=t.lr, weight_decay=t.weight_decay, warmup_steps=t.warmup_steps,
-            batch_size=t.batch_size, seed=cfg.seed, progress=cfg.progress, val_every=t.val_every,
-            out=dest if t.val_every else None, **OmegaConf.to_container(cfg.trainer, resolve=True),
-        )  # fmt: skip
+            model,
+            task,
+            max_steps=k,
+            lr=t.lr,
+            weight_decay=t.weight_decay,
+            warmup_steps=t.warmup_steps,
+            batch_size=t.batch_size,
+            seed=cfg.seed,
+            progress=cfg.progress,
+            val_every=t.val_every,
+            out=dest if t.val_every else None,
+            **OmegaConf.to_container(cfg.trainer, resolve=True),
+        )
     model = model.cpu().eval()
     data = task.datamodule()
     data.setup("fit")
@@ -195,25 +225,49 @@ def export_trial(trial: optuna.trial.FrozenTrial, dest: Path, ctx: dict[str, Any
     write_reference(dest, lambda inputs: model(inputs), {"inputs": example})
 
     lat_shape = list(cfg.latency.shape or ctx["latency_shape"])
-    lat = measure(model, _seeded_input(task, lat_shape, cfg.seed), cfg.latency.device, threads=cfg.latency.threads,
-                  min_run_time=cfg.latency.min_run_time, min_runs=cfg.latency.min_runs)  # fmt: skip
+    lat = measure(
+        model,
+        _seeded_input(task, lat_shape, cfg.seed),
+        cfg.latency.device,
+        threads=cfg.latency.threads,
+        min_run_time=cfg.latency.min_run_time,
+        min_runs=cfg.latency.min_runs,
+    )
     model.cpu()
     tokens = lat_shape[1] if len(lat_shape) == 2 else arch.max_len
     info = {
-        "trial": trial.number, "space": run.get("space", "?"), "task": task.to_config(),
-        "metric": task.metric_name, "direction": task.direction, "arch": arch.to_dict(),
-        "signature": arch.signature, "weights": weights, "training": training, "after": after,
-        "search_row": search_row(ctx["rows"], trial), "pareto_csv": ctx["rows"] is not None,
+        "trial": trial.number,
+        "space": run.get("space", "?"),
+        "task": task.to_config(),
+        "metric": task.metric_name,
+        "direction": task.direction,
+        "arch": arch.to_dict(),
+        "signature": arch.signature,
+        "weights": weights,
+        "training": training,
+        "after": after,
+        "search_row": search_row(ctx["rows"], trial),
+        "pareto_csv": ctx["rows"] is not None,
         "search_attrs": {k: v for k, v in trial.user_attrs.items() if k != "arch"},
         "search_values": list(trial.values or []),
-        "latency": {**lat.to_dict(), "device": lat.fingerprint.device, "fingerprint_key": lat.fingerprint.key,
-                    "fingerprint": str(lat.fingerprint)},
-        "params": model.num_params(), "flops": model.flops(tokens), "flops_tokens": tokens,
-        "portable": portable.to_dict(), "study_name": ctx["study"].study_name,
-        "storage": ctx["storage"], "supernet": str(ctx["supernet_dir"]),
-        "run_dir": str(ctx["run_dir"]) if ctx["run_dir"] else None, "git_commit": run.get("git_commit"),
-        "command": ctx["command"], "plugins": arch.plugin_modules,
-    }  # fmt: skip
+        "latency": {
+            **lat.to_dict(),
+            "device": lat.fingerprint.device,
+            "fingerprint_key": lat.fingerprint.key,
+            "fingerprint": str(lat.fingerprint),
+        },
+        "params": model.num_params(),
+        "flops": model.flops(tokens),
+        "flops_tokens": tokens,
+        "portable": portable.to_dict(),
+        "study_name": ctx["study"].study_name,
+        "storage": ctx["storage"],
+        "supernet": str(ctx["supernet_dir"]),
+        "run_dir": str(ctx["run_dir"]) if ctx["run_dir"] else None,
+        "git_commit": run.get("git_commit"),
+        "command": ctx["command"],
+        "plugins": arch.plugin_modules,
+    }
     return write_record(dest, info, model_card)
 
 
@@ -229,7 +283,9 @@ def check_settings(cfg: DictConfig) -> Path:
     )
     check_int("finetune_steps", cfg.finetune_steps, minimum=0)
     if cfg.retrain and cfg.finetune_steps == 0:
-        raise UsageError("retrain=true trains from scratch for finetune_steps steps: set finetune_steps=K > 0")  # fmt: skip
+        raise UsageError(
+            "retrain=true trains from scratch for finetune_steps steps: set finetune_steps=K > 0"
+        )
     check_int("eval_batches", cfg.eval_batches, optional=True)
     lat, t = cfg.latency, cfg.train
     with user_input("latency.device"):
@@ -268,12 +324,23 @@ def export(cfg: DictConfig, argv: Sequence[str] = ()) -> int:
         supernet_dir = run_dir / supernet_dir
     supernet = None if cfg.retrain else load_supernet(supernet_dir)[0]
     ctx = {
-        "cfg": cfg, "task": task, "run": run, "run_dir": run_dir, "study": study, "supernet": supernet,
-        "supernet_dir": supernet_dir, "storage": cfg.storage or run.get("storage"), "rows": pareto_rows(run_dir),
-        "latency_shape": latency_shape, "command": " ".join(["python -m nas.export", *argv]),
-    }  # fmt: skip
+        "cfg": cfg,
+        "task": task,
+        "run": run,
+        "run_dir": run_dir,
+        "study": study,
+        "supernet": supernet,
+        "supernet_dir": supernet_dir,
+        "storage": cfg.storage or run.get("storage"),
+        "rows": pareto_rows(run_dir),
+        "latency_shape": latency_shape,
+        "command": " ".join(["python -m nas.export", *argv]),
+    }
     with atomic_dir(out) as tmp:
-        infos = [export_trial(t, tmp / f"trial_{t.number}", ctx) for t in tqdm(trials, desc="export", unit="trial", disable=not cfg.progress)]  # fmt: skip
+        infos = [
+            export_trial(t, tmp / f"trial_{t.number}", ctx)
+            for t in tqdm(trials, desc="export", unit="trial", disable=not cfg.progress)
+        ]
         OmegaConf.save(cfg, tmp / "config.yaml")
         write_summary(tmp / "summary.csv", infos)
     print(f"exported {len(infos)} trial(s) to {out}")
@@ -282,13 +349,31 @@ def export(cfg: DictConfig, argv: Sequence[str] = ()) -> int:
 
 def write_summary(path: Path, infos: list[dict[str, Any]]) -> None:
     """One row per exported trial; also printed."""
-    cols = ["trial", "signature", "val_metric", "test_metric", "latency_ms", "params", "flops", "onnx_max_abs_diff", "dynamic_axes"]  # fmt: skip
+    cols = [
+        "trial",
+        "signature",
+        "val_metric",
+        "test_metric",
+        "latency_ms",
+        "params",
+        "flops",
+        "onnx_max_abs_diff",
+        "dynamic_axes",
+    ]
     rows = [
-        [i["trial"], i["signature"], f"{i['after']['val_metric']:.4f}", f"{i['after']['test_metric']:.4f}",
-         f"{i['latency']['median_ms']:.4g}", i["params"], i["flops"], f"{i['portable']['onnx_max_abs_diff']:.2g}",
-         "/".join(i["portable"]["dynamic_axes"].values()) or "-"]
+        [
+            i["trial"],
+            i["signature"],
+            f"{i['after']['val_metric']:.4f}",
+            f"{i['after']['test_metric']:.4f}",
+            f"{i['latency']['median_ms']:.4g}",
+            i["params"],
+            i["flops"],
+            f"{i['portable']['onnx_max_abs_diff']:.2g}",
+            "/".join(i["portable"]["dynamic_axes"].values()) or "-",
+        ]
         for i in infos
-    ]  # fmt: skip
+    ]
     with path.open("w", newline="") as f:
         csv.writer(f).writerows([cols, *rows])
     for row in [cols, *rows]:

@@ -15,7 +15,11 @@ from typing import Any
 from common.model_card import card_data, eval_result, render_card
 from search_spaces import Arch
 
-PIPELINES = {"lm": "text-generation", "seq_cls": "text-classification", "image_cls": "image-classification"}  # fmt: skip
+PIPELINES = {
+    "lm": "text-generation",
+    "seq_cls": "text-classification",
+    "image_cls": "image-classification",
+}
 
 TEMPLATE = """\
 # {{ info.space }} / trial {{ info.trial }} — `{{ arch.signature }}`
@@ -159,12 +163,23 @@ def model_card(info: Mapping[str, Any]) -> str:
         tags=["nas", "efficient-attention", "onnx", info["space"], task],
         pipeline_tag=pipeline,
         eval_results=[
-            eval_result(pipeline or arch.head.kind, task, metric, float(after[f"{split}_metric"]), dataset_split=split)  # fmt: skip
+            eval_result(
+                pipeline or arch.head.kind,
+                task,
+                metric,
+                float(after[f"{split}_metric"]),
+                dataset_split=split,
+            )
             for split in ("val", "test")
         ],
-        nas={"space": info["space"], "trial": info["trial"], "signature": arch.signature,
-             "direction": info["direction"], "search_values": info.get("search_values")},
-    )  # fmt: skip
+        nas={
+            "space": info["space"],
+            "trial": info["trial"],
+            "signature": arch.signature,
+            "direction": info["direction"],
+            "search_values": info.get("search_values"),
+        },
+    )
     head = ", ".join(f"{k}={v}" for k, v in arch.to_dict()["head"].items() if v or k == "kind")
     return render_card(
         data,

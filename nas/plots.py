@@ -26,8 +26,16 @@ from search_spaces import Arch
 MAX_MIXES = 7  # legend entries for operator mixes; rarer mixes share "other mixes"
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 MARKERS = ("o", "s", "^", "D", "v", "p", "h", "X")  # matplotlib names
-SYMBOLS = ("circle", "square", "triangle-up", "diamond", "triangle-down", "pentagon", "hexagon",
-           "x")  # plotly names of the same shapes  # fmt: skip
+SYMBOLS = (
+    "circle",
+    "square",
+    "triangle-up",
+    "diamond",
+    "triangle-down",
+    "pentagon",
+    "hexagon",
+    "x",
+)  # plotly names of the same shapes
 LATENCY_LABEL = "latency / baseline (lower is better)"
 
 
@@ -66,13 +74,16 @@ def points(
             f"latency {t.values[1]:.3f} × baseline",
         ]
         if (m := reported.get(t.number)) is not None:
-            lines.append(f"Pareto: test {metric} {m.test_metric:.4f}, measured "
-                         f"{m.latency_ratio:.3f} × baseline")  # fmt: skip
+            lines.append(
+                f"Pareto: test {metric} {m.test_metric:.4f}, measured "
+                f"{m.latency_ratio:.3f} × baseline"
+            )
         if not feasible(t):
             lines.append("infeasible (violates a constraint)")
         lines.append(describe(arch))
-        pts.append(Point(t.number, t.values[0], t.values[1], mix_of(arch), feasible(t),
-                         "<br>".join(lines)))  # fmt: skip
+        pts.append(
+            Point(t.number, t.values[0], t.values[1], mix_of(arch), feasible(t), "<br>".join(lines))
+        )
     counts = collections.Counter(p.mix for p in pts if p.trial != baseline.trial)
     if len(counts) > MAX_MIXES + 1:  # keep the legend short
         kept = {mix for mix, _ in counts.most_common(MAX_MIXES)}
@@ -115,12 +126,14 @@ def write_plots(
     title = f"{study.study_name}: {len(pts)} trials" + (f" ({failed} failed)" if failed else "")
     better = "higher" if direction == "maximize" else "lower"
     drawing = Drawing(
-        pts, mixes,
+        pts,
+        mixes,
         sorted((p for p in pts if p.trial in members), key=lambda p: (p.ratio, p.trial)),
         next(p for p in pts if p.trial == baseline.trial),
-        f"val {metric} ({better} is better)", f"{title}, {len(front)} on the Pareto front",
+        f"val {metric} ({better} is better)",
+        f"{title}, {len(front)} on the Pareto front",
         direction == "maximize",
-    )  # fmt: skip
+    )
     png, html = directory / "pareto.png", directory / "pareto.html"
     for path, draw in ((png, _png), (html, _html)):
         with atomic_path(path) as tmp:  # a failed plot leaves the old file
@@ -158,23 +171,62 @@ def _png(path: Path, d: Drawing) -> None:
     for i, mix in enumerate(d.mixes):
         for ok in (True, False):
             sel = [p for p in d.points if p.mix == mix and p.feasible == ok and p.trial != base]
-            ax.scatter([p.ratio for p in sel], [p.metric for p in sel], s=30, marker=MARKERS[i],
-                       color=COLORS[i], alpha=0.85 if ok else 0.25, linewidths=0,
-                       label=mix if ok else None, zorder=2)  # fmt: skip
+            ax.scatter(
+                [p.ratio for p in sel],
+                [p.metric for p in sel],
+                s=30,
+                marker=MARKERS[i],
+                color=COLORS[i],
+                alpha=0.85 if ok else 0.25,
+                linewidths=0,
+                label=mix if ok else None,
+                zorder=2,
+            )
     if any(not p.feasible for p in d.points):
         ax.scatter([], [], s=30, color="0.5", alpha=0.25, label="infeasible (lighter)")
-    ax.plot([p.ratio for p in d.front], [p.metric for p in d.front], drawstyle="steps-post",
-            color="black", lw=1.2, marker="o", ms=10, mfc="none", mew=1.5,
-            label="Pareto front (reported)", zorder=4)  # fmt: skip
+    ax.plot(
+        [p.ratio for p in d.front],
+        [p.metric for p in d.front],
+        drawstyle="steps-post",
+        color="black",
+        lw=1.2,
+        marker="o",
+        ms=10,
+        mfc="none",
+        mew=1.5,
+        label="Pareto front (reported)",
+        zorder=4,
+    )
     for p, label in _labels(d):  # on the front's empty side: nobody is faster and better
-        ax.annotate(label, (p.ratio, p.metric), xytext=(-6, 5 if d.maximize else -6),
-                    textcoords="offset points", ha="right", va="bottom" if d.maximize else "top",
-                    fontsize=8)  # fmt: skip
-    ax.scatter([b.ratio], [b.metric], s=260, marker="*", color="gold", edgecolors="black",
-               linewidths=0.8, label="baseline", zorder=5)  # fmt: skip
-    ax.annotate("baseline", (b.ratio, b.metric), xytext=(9, 5 if d.maximize else -6),
-                textcoords="offset points", va="bottom" if d.maximize else "top",
-                fontsize=9, fontweight="bold")  # fmt: skip
+        ax.annotate(
+            label,
+            (p.ratio, p.metric),
+            xytext=(-6, 5 if d.maximize else -6),
+            textcoords="offset points",
+            ha="right",
+            va="bottom" if d.maximize else "top",
+            fontsize=8,
+        )
+    ax.scatter(
+        [b.ratio],
+        [b.metric],
+        s=260,
+        marker="*",
+        color="gold",
+        edgecolors="black",
+        linewidths=0.8,
+        label="baseline",
+        zorder=5,
+    )
+    ax.annotate(
+        "baseline",
+        (b.ratio, b.metric),
+        xytext=(9, 5 if d.maximize else -6),
+        textcoords="offset points",
+        va="bottom" if d.maximize else "top",
+        fontsize=9,
+        fontweight="bold",
+    )
     ax.set(xlabel=LATENCY_LABEL, ylabel=d.ylabel, title=d.title)
     ax.margins(0.08)
     ax.grid(alpha=0.3)
@@ -191,26 +243,61 @@ def _html(path: Path, d: Drawing) -> None:
     fig = go.Figure()
     for i, mix in enumerate(d.mixes):
         sel = [p for p in d.points if p.mix == mix and p.trial != b.trial]
-        fig.add_trace(go.Scatter(
-            x=[p.ratio for p in sel], y=[p.metric for p in sel], mode="markers", name=mix,
-            marker={"symbol": SYMBOLS[i], "color": COLORS[i], "size": 8,
-                    "opacity": [0.85 if p.feasible else 0.25 for p in sel]},
-            hovertext=[p.hover for p in sel], hoverinfo="text",
-        ))  # fmt: skip
-    fig.add_trace(go.Scatter(
-        x=[p.ratio for p in d.front], y=[p.metric for p in d.front], name="Pareto front",
-        mode="lines+markers+text", line={"shape": "hv", "color": "black", "width": 1.5},
-        marker={"size": 13, "color": "rgba(0,0,0,0)", "line": {"color": "black", "width": 2}},
-        text=["" if p.trial == b.trial else f"#{p.trial}" for p in d.front],
-        textposition=f"{side} left", hovertext=[p.hover for p in d.front], hoverinfo="text",
-    ))  # fmt: skip
-    fig.add_trace(go.Scatter(
-        x=[b.ratio], y=[b.metric], name="baseline", mode="markers+text", text=["baseline"],
-        textposition=f"{side} right", hovertext=[b.hover], hoverinfo="text",
-        marker={"symbol": "star", "size": 18, "color": "gold", "line": {"color": "black", "width": 1}},
-    ))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=[p.ratio for p in sel],
+                y=[p.metric for p in sel],
+                mode="markers",
+                name=mix,
+                marker={
+                    "symbol": SYMBOLS[i],
+                    "color": COLORS[i],
+                    "size": 8,
+                    "opacity": [0.85 if p.feasible else 0.25 for p in sel],
+                },
+                hovertext=[p.hover for p in sel],
+                hoverinfo="text",
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=[p.ratio for p in d.front],
+            y=[p.metric for p in d.front],
+            name="Pareto front",
+            mode="lines+markers+text",
+            line={"shape": "hv", "color": "black", "width": 1.5},
+            marker={"size": 13, "color": "rgba(0,0,0,0)", "line": {"color": "black", "width": 2}},
+            text=["" if p.trial == b.trial else f"#{p.trial}" for p in d.front],
+            textposition=f"{side} left",
+            hovertext=[p.hover for p in d.front],
+            hoverinfo="text",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[b.ratio],
+            y=[b.metric],
+            name="baseline",
+            mode="markers+text",
+            text=["baseline"],
+            textposition=f"{side} right",
+            hovertext=[b.hover],
+            hoverinfo="text",
+            marker={
+                "symbol": "star",
+                "size": 18,
+                "color": "gold",
+                "line": {"color": "black", "width": 1},
+            },
+        )
+    )
     fig.add_vline(x=b.ratio, line={"color": "#bbb", "dash": "dot", "width": 1})
     fig.add_hline(y=b.metric, line={"color": "#bbb", "dash": "dot", "width": 1})
-    fig.update_layout(title=d.title, xaxis_title=LATENCY_LABEL, yaxis_title=d.ylabel,
-                      template="plotly_white", hovermode="closest")  # fmt: skip
+    fig.update_layout(
+        title=d.title,
+        xaxis_title=LATENCY_LABEL,
+        yaxis_title=d.ylabel,
+        template="plotly_white",
+        hovermode="closest",
+    )
     fig.write_html(str(path), include_plotlyjs="cdn")

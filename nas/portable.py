@@ -86,10 +86,18 @@ def _with_pt2(model: nn.Module, done: Checked, path: Path, example: torch.Tensor
     torch.export.save(done.program, path)
     with torch.no_grad():
         module = done.program.module()
-        pt2 = max(float((module(*x.values()) - model(*x.values())).abs().max()) for x in done.checks)  # fmt: skip
+        pt2 = max(
+            float((module(*x.values()) - model(*x.values())).abs().max()) for x in done.checks
+        )
     if not pt2 <= ONNX_TOLERANCE:
         raise ValueError(f"torch.export program disagrees with PyTorch: max abs diff {pt2:.3g}")
     return PortableReport(
-        tuple(example.shape), str(example.dtype).removeprefix("torch."), done.dynamic_axes,
-        pt2, done.onnx_max_abs_diff, done.onnx_opset, done.checked_shapes, done.notes,
-    )  # fmt: skip
+        tuple(example.shape),
+        str(example.dtype).removeprefix("torch."),
+        done.dynamic_axes,
+        pt2,
+        done.onnx_max_abs_diff,
+        done.onnx_opset,
+        done.checked_shapes,
+        done.notes,
+    )

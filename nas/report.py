@@ -14,8 +14,18 @@ from optuna.trial import FrozenTrial
 from common.atomic import atomic_path
 from search_spaces import Arch
 
-COLUMNS = ("trial", "val_metric", "test_metric", "latency_ms", "latency_ratio",
-           "latency_source", "params", "flops", "signature", "beats_baseline")  # fmt: skip
+COLUMNS = (
+    "trial",
+    "val_metric",
+    "test_metric",
+    "latency_ms",
+    "latency_ratio",
+    "latency_source",
+    "params",
+    "flops",
+    "signature",
+    "beats_baseline",
+)
 
 
 @dataclass(frozen=True)
@@ -42,8 +52,13 @@ def better_or_equal(a: float, b: float, direction: str) -> bool:
     return a >= b if direction == "maximize" else a <= b
 
 
-def member(trial: FrozenTrial, test_metric: float, baseline: ParetoMember | None,
-           direction: str, latency: dict | None = None) -> ParetoMember:  # fmt: skip
+def member(
+    trial: FrozenTrial,
+    test_metric: float,
+    baseline: ParetoMember | None,
+    direction: str,
+    latency: dict | None = None,
+) -> ParetoMember:
     """A report row for ``trial``; ``latency`` overrides the trial's (a verified measurement)."""
     a = {**trial.user_attrs, **(latency or {})}
     beats = baseline is not None and (
@@ -51,10 +66,18 @@ def member(trial: FrozenTrial, test_metric: float, baseline: ParetoMember | None
         and better_or_equal(test_metric, baseline.test_metric, direction)
     )
     return ParetoMember(
-        trial.number, a["val_metric"], test_metric, a["latency_ms"], a["latency_ratio"],
-        a["latency_source"], a["params"], a["flops"], a["signature"], bool(beats),
+        trial.number,
+        a["val_metric"],
+        test_metric,
+        a["latency_ms"],
+        a["latency_ratio"],
+        a["latency_source"],
+        a["params"],
+        a["flops"],
+        a["signature"],
+        bool(beats),
         Arch.from_dict(a["arch"]),
-    )  # fmt: skip
+    )
 
 
 def write_csv(path: Path, members: Sequence[ParetoMember]) -> None:
@@ -77,8 +100,9 @@ def describe(arch: Arch) -> str:
     return f"d{arch.dim} " + " ".join(k if n == 1 else f"{k} x{n}" for k, n in runs)
 
 
-def format_table(members: Sequence[ParetoMember], baseline: ParetoMember, metric: str,
-                 direction: str) -> str:  # fmt: skip
+def format_table(
+    members: Sequence[ParetoMember], baseline: ParetoMember, metric: str, direction: str
+) -> str:
     """The front as text, fastest first, the baseline last, with Δ metric and speed-up."""
     lines = [
         f"{'trial':>5} {'val ' + metric:>13} {'test ' + metric:>14} {'Δ test':>8} "

@@ -98,7 +98,9 @@ def given_supernet(cfg: DictConfig, space: SearchSpace, task: Task) -> Supernet 
         return None
     supernet, meta = load_supernet(cfg.supernet_path)
     if meta["space"] != space.data or supernet.head_spec != task.head():
-        raise UsageError(f"supernet_path {cfg.supernet_path} was trained for another space or task head")  # fmt: skip
+        raise UsageError(
+            f"supernet_path {cfg.supernet_path} was trained for another space or task head"
+        )
     return supernet
 
 
@@ -129,8 +131,14 @@ def make_finetune(cfg: DictConfig, supernet: Supernet, task: Task):
     def finetune(arch: Arch) -> torch.nn.Module:
         if arch.signature not in done:
             model = supernet.extract(arch)
-            train_model(model, task, max_steps=steps, lr=cfg.search.finetune_lr, seed=cfg.seed,
-                        progress=False)  # fmt: skip
+            train_model(
+                model,
+                task,
+                max_steps=steps,
+                lr=cfg.search.finetune_lr,
+                seed=cfg.seed,
+                progress=False,
+            )
             done[arch.signature] = model
             while len(done) > 4:
                 done.popitem(last=False)
@@ -181,9 +189,16 @@ def optimize(
             return
         finished = completed(study)  # other workers' trials too
         bar.update(len(finished) - bar.n)
-        bar.set_postfix(front=len(study.best_trials), best=f"{pick(t.values[0] for t in finished):.4f}")  # fmt: skip
+        bar.set_postfix(
+            front=len(study.best_trials), best=f"{pick(t.values[0] for t in finished):.4f}"
+        )
         if log is not None:
-            log({"trial": trial.number, **{k: v for k, v in trial.user_attrs.items() if k != "arch"}})  # fmt: skip
+            log(
+                {
+                    "trial": trial.number,
+                    **{k: v for k, v in trial.user_attrs.items() if k != "arch"},
+                }
+            )
 
     deadline = None if s.timeout_s is None else time.monotonic() + s.timeout_s
     run_trial = objective(scorer, s.max_params, s.max_latency_ms, Budget(s.n_trials, heartbeats))
@@ -202,8 +217,13 @@ def optimize(
             if left is not None and left <= 0:
                 break
             held = False
-            study.optimize(run_trial, n_trials=s.n_trials - done, timeout=left, catch=TRIAL_ERRORS,
-                           callbacks=[stop_at_budget, progress, note_held, *user_callbacks])  # fmt: skip
+            study.optimize(
+                run_trial,
+                n_trials=s.n_trials - done,
+                timeout=left,
+                catch=TRIAL_ERRORS,
+                callbacks=[stop_at_budget, progress, note_held, *user_callbacks],
+            )
             if held:
                 if not wait_for_other_workers(study, s.n_trials, s.heartbeat_interval, bar):
                     break
@@ -249,9 +269,18 @@ def report(study: optuna.Study, scorer: Scorer, cfg: DictConfig, run: RunDir) ->
     task, batches = scorer.task, cfg.report.test_batches
     base = baseline_trial(study)
     if base is None:
-        running = any(t.user_attrs.get("reference") == "baseline" for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))  # fmt: skip
-        raise UsageError("the study has no completed baseline trial; "
-                         + ("its trial is still running (on a storage without heartbeats a dead worker's trial stays so)" if running else "rerun to evaluate it"))  # fmt: skip
+        running = any(
+            t.user_attrs.get("reference") == "baseline"
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        )
+        raise UsageError(
+            "the study has no completed baseline trial; "
+            + (
+                "its trial is still running (on a storage without heartbeats a dead worker's trial stays so)"
+                if running
+                else "rerun to evaluate it"
+            )
+        )
 
     def test_metric(trial) -> float:
         return scorer.metric(Arch.from_dict(trial.user_attrs["arch"]), "test", batches)
@@ -260,8 +289,11 @@ def report(study: optuna.Study, scorer: Scorer, cfg: DictConfig, run: RunDir) ->
         if trial.user_attrs["latency_source"] == "measured":
             return None
         record, _ = scorer.latency.verify(Arch.from_dict(trial.user_attrs["arch"]))
-        return {"latency_ms": record.ms, "latency_ratio": record.ratio,
-                "latency_source": record.latency_source}  # fmt: skip
+        return {
+            "latency_ms": record.ms,
+            "latency_ratio": record.ratio,
+            "latency_source": record.latency_source,
+        }
 
     print("re-evaluating the Pareto front and the baseline on the test split", flush=True)
     baseline = member(base, test_metric(base), None, task.direction, verified(base))
@@ -277,8 +309,12 @@ def report(study: optuna.Study, scorer: Scorer, cfg: DictConfig, run: RunDir) ->
     print(format_table(front, baseline, task.metric_name, task.direction))
     failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
     if failed:
-        shown = "; ".join(f"{t.number}: {t.user_attrs.get('error', 'died or returned NaN')}" for t in failed[:3])  # fmt: skip
-        print(f"{len(failed)} trials failed and were skipped (trial {shown}{'; ...' if len(failed) > 3 else ''})")  # fmt: skip
+        shown = "; ".join(
+            f"{t.number}: {t.user_attrs.get('error', 'died or returned NaN')}" for t in failed[:3]
+        )
+        print(
+            f"{len(failed)} trials failed and were skipped (trial {shown}{'; ...' if len(failed) > 3 else ''})"
+        )
     print(f"results in {run.path}/ (pareto.csv, pareto/, pareto.png, pareto.html, run.json)")
     return SearchResult(study, front, baseline, run.path)
 
@@ -295,8 +331,14 @@ def validate(cfg: DictConfig, task: Task) -> None:
         make_sampler(s.sampler, cfg.seed, s.n_trials, s.population_size)
     check_int("latency.threads", lat.threads)
     check_int("latency.repeats", lat.repeats)
-    if s.timeout_s is not None and (isinstance(s.timeout_s, bool) or not isinstance(s.timeout_s, int | float) or s.timeout_s <= 0):  # fmt: skip
-        raise UsageError(f"search.timeout_s must be a positive number of seconds or null, got {s.timeout_s!r}")  # fmt: skip
+    if s.timeout_s is not None and (
+        isinstance(s.timeout_s, bool)
+        or not isinstance(s.timeout_s, int | float)
+        or s.timeout_s <= 0
+    ):
+        raise UsageError(
+            f"search.timeout_s must be a positive number of seconds or null, got {s.timeout_s!r}"
+        )
     if lat.device not in ("cpu", "cuda"):
         raise UsageError(f"latency.device must be cpu or cuda, got {lat.device!r}")
     parse_shape("latency.shape", lat.shape, length=len(task.latency_shape), optional=True)
@@ -330,33 +372,56 @@ def run_search(cfg: DictConfig) -> SearchResult:
     study_name = s.study_name or f"{space.name}-{task.name}"
     fingerprint = device_fingerprint(cfg.latency.device, cfg.latency.threads)
     run.update(
-        space=space.name, task=task.to_config(), metric=task.metric_name,
-        direction=task.direction, latency_shape=list(shape),
+        space=space.name,
+        task=task.to_config(),
+        metric=task.metric_name,
+        direction=task.direction,
+        latency_shape=list(shape),
         supernet=str(cfg.supernet_path) if cfg.supernet_path else "supernet",
-        storage=masked(storage), study_name=study_name, seed=cfg.seed,
-        device=fingerprint.to_dict(), git_commit=git_commit(), versions=versions(),
-    )  # fmt: skip
+        storage=masked(storage),
+        study_name=study_name,
+        seed=cfg.seed,
+        device=fingerprint.to_dict(),
+        git_commit=git_commit(),
+        versions=versions(),
+    )
     OmegaConf.save(cfg, run.path / "config.yaml")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     quiet_trial_failures()
     sampler = make_sampler(s.sampler, cfg.seed, s.n_trials, s.population_size)
     names = [f"val {task.metric_name}", "latency / baseline"]
-    study, created = open_study(storage, study_name, task.direction, sampler, metric_names=names,
-                                heartbeat_interval=s.heartbeat_interval, grace_period=s.grace_period)  # fmt: skip
+    study, created = open_study(
+        storage,
+        study_name,
+        task.direction,
+        sampler,
+        metric_names=names,
+        heartbeat_interval=s.heartbeat_interval,
+        grace_period=s.grace_period,
+    )
     if not created:  # a worker joining (or resuming) a study must not propose in lock-step
-        study.sampler = make_sampler(s.sampler, cfg.seed + os.getpid(), s.n_trials, s.population_size)  # fmt: skip
+        study.sampler = make_sampler(
+            s.sampler, cfg.seed + os.getpid(), s.n_trials, s.population_size
+        )
     if created or not study.user_attrs.get("run_dir"):  # how `nas.export storage=` finds a run
         study.set_user_attr("run_dir", str(run.path.resolve()))
     heartbeats = has_heartbeats(storage, s.heartbeat_interval)
     enqueue_baseline(study, space.params_of(space.baseline(head)), created)
     estimator = LatencyEstimator.for_space(
-        space, shape, head=head, directory=cfg.latency.cache_dir, mode=s.latency,
-        device=cfg.latency.device, threads=cfg.latency.threads, repeats=cfg.latency.repeats,
+        space,
+        shape,
+        head=head,
+        directory=cfg.latency.cache_dir,
+        mode=s.latency,
+        device=cfg.latency.device,
+        threads=cfg.latency.threads,
+        repeats=cfg.latency.repeats,
         min_run_time=cfg.latency.min_run_time,
-    )  # fmt: skip
-    scorer = Scorer(supernet.eval(), task, estimator, s.val_batches,
-                    make_finetune(cfg, supernet, task))  # fmt: skip
+    )
+    scorer = Scorer(
+        supernet.eval(), task, estimator, s.val_batches, make_finetune(cfg, supernet, task)
+    )
     optimize(study, scorer, cfg, task.direction, heartbeats)
     return report(study, scorer, cfg, run)
 

@@ -36,7 +36,11 @@ def masked(url: str) -> str:
 
 def _rdb_url(url: str) -> str:
     """SQLAlchemy's bare ``postgresql://`` means psycopg2; the platform installs psycopg 3."""
-    return "postgresql+psycopg://" + url[len("postgresql://") :] if url.startswith("postgresql://") else url  # fmt: skip
+    return (
+        "postgresql+psycopg://" + url[len("postgresql://") :]
+        if url.startswith("postgresql://")
+        else url
+    )
 
 
 def _grpc_address(url: str) -> tuple[str, int]:
@@ -68,9 +72,13 @@ def check_storage(url: str, key: str = "search.storage") -> None:
         parsed = make_url(_rdb_url(url))
         parsed.get_dialect().import_dbapi()
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as e:
-        raise UsageError(f"{key} {masked(url)!r} is not a usable storage URL ({e}); use sqlite:///PATH, postgresql://..., journal:///PATH or grpc://HOST:PORT") from None  # fmt: skip
+        raise UsageError(
+            f"{key} {masked(url)!r} is not a usable storage URL ({e}); use sqlite:///PATH, postgresql://..., journal:///PATH or grpc://HOST:PORT"
+        ) from None
     except ImportError as e:
-        raise UsageError(f"{key} {masked(url)!r}: its database driver is not installed ({e})") from None  # fmt: skip
+        raise UsageError(
+            f"{key} {masked(url)!r}: its database driver is not installed ({e})"
+        ) from None
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         folder = Path(parsed.database).parent
         if not folder.is_dir():
@@ -109,8 +117,11 @@ def open_storage(
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if heartbeat_interval:
             retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
-            heartbeat = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period,
-                         "heartbeat_stale_trial_callback": retry}  # fmt: skip
+            heartbeat = {
+                "heartbeat_interval": heartbeat_interval,
+                "grace_period": grace_period,
+                "heartbeat_stale_trial_callback": retry,
+            }
         engine = {"pool_pre_ping": True} if not url.startswith("sqlite") else None
         return optuna.storages.RDBStorage(_rdb_url(url), engine_kwargs=engine, **heartbeat)
 

@@ -59,7 +59,9 @@ def make_sampler(
             f"or a .yaml file, but got {name!r}"
         ) from None
     if not isinstance(data, dict) or "_target_" not in data:
-        raise ValueError(f"search.sampler={name}: {path} needs `_target_: optuna.samplers.NameSampler`")  # fmt: skip
+        raise ValueError(
+            f"search.sampler={name}: {path} needs `_target_: optuna.samplers.NameSampler`"
+        )
     if "population_size" in data:
         given = population_size if population_size is not None else data["population_size"]
         data["population_size"] = given if given is not None else max(4, n_trials // 4)
@@ -70,7 +72,9 @@ def make_sampler(
         reason = " ".join(str(e).split())
         raise ValueError(f"search.sampler={name}: {path} does not build: {reason}") from None
     if not isinstance(sampler, optuna.samplers.BaseSampler):
-        raise ValueError(f"search.sampler={name}: {path} builds a {type(sampler).__name__}, not an Optuna sampler")  # fmt: skip
+        raise ValueError(
+            f"search.sampler={name}: {path} builds a {type(sampler).__name__}, not an Optuna sampler"
+        )
     return sampler
 
 
@@ -81,14 +85,18 @@ def load_callbacks(
     as ``callback(study, trial)`` after every trial, as Optuna's ``study.optimize`` does. A
     ``ValueError`` starting ``search.callbacks`` when a path does not name a callable."""
     if isinstance(paths, str) or not isinstance(paths, Sequence | None):
-        raise ValueError(f"search.callbacks must be a list of dotted paths `module.function`, got {paths!r}")  # fmt: skip
+        raise ValueError(
+            f"search.callbacks must be a list of dotted paths `module.function`, got {paths!r}"
+        )
     hydra_log = logging.getLogger("hydra.utils")  # get_method logs its error too: one line is ours
     hydra_log.disabled, was = True, hydra_log.disabled
     try:
         callbacks = []
         for path in paths or []:
             if not isinstance(path, str) or "." not in path.strip("."):
-                raise ValueError(f"search.callbacks: {path!r} is not a dotted path `module.function`")  # fmt: skip
+                raise ValueError(
+                    f"search.callbacks: {path!r} is not a dotted path `module.function`"
+                )
             try:
                 callbacks.append(get_method(path))
             except (ImportError, ValueError) as e:  # hydra's lookup explains over several lines
@@ -123,11 +131,18 @@ def open_study(
     def create() -> tuple[optuna.Study, bool]:
         storage = open_storage(url, heartbeat_interval, grace_period)
         try:
-            study = optuna.create_study(storage=storage, study_name=study_name,
-                                        directions=[direction, "minimize"], sampler=sampler)  # fmt: skip
+            study = optuna.create_study(
+                storage=storage,
+                study_name=study_name,
+                directions=[direction, "minimize"],
+                sampler=sampler,
+            )
             created = True
         except optuna.exceptions.DuplicatedStudyError:
-            study, created = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler), False  # fmt: skip
+            study, created = (
+                optuna.load_study(study_name=study_name, storage=storage, sampler=sampler),
+                False,
+            )
         if metric_names is not None and study.metric_names != list(metric_names):
             with warnings.catch_warnings():  # experimental since Optuna 3.2: not the user's concern
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -55,7 +55,13 @@ class ArchModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.task.loss(self(batch), batch)
-        self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, batch_size=len(batch["inputs"]))  # fmt: skip
+        self.log(
+            "train/loss",
+            loss.detach(),
+            prog_bar=True,
+            on_step=True,
+            batch_size=len(batch["inputs"]),
+        )
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -126,7 +132,14 @@ def train_model(
         raise ValueError(f"`val_every` must be a positive integer or None, but got {val_every=}")
     data = task.datamodule(batch_size=batch_size)
     data.setup("fit")
-    module = ArchModule(model, task, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, max_steps=max_steps)  # fmt: skip
+    module = ArchModule(
+        model,
+        task,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_steps=warmup_steps,
+        max_steps=max_steps,
+    )
     was_training = model.training
     start = time.perf_counter()
     train_loss, steps = float("nan"), 0
@@ -149,7 +162,9 @@ def train_model(
                 log_every_n_steps=min(50, max_steps),
                 **{"accelerator": "cpu", "devices": 1, "precision": "32-true", **trainer_kwargs},
             )
-            loader = resumable_loader(data.train_dataloader(), max_steps, lambda: module.global_step, seed)  # fmt: skip
+            loader = resumable_loader(
+                data.train_dataloader(), max_steps, lambda: module.global_step, seed
+            )
             torch.manual_seed(seed)  # dropout and any other draw inside training
             model.train()
             fit(trainer, module, loader, data.val_dataloader() if validate else None)
@@ -176,7 +191,9 @@ def init_model(arch: Arch, seed: int = 0) -> nn.Module:
         return build_model(arch)
 
 
-def train_from_scratch(arch: Arch, task: Task, *, seed: int = 0, **kwargs: Any) -> tuple[nn.Module, dict[str, Any]]:  # fmt: skip
+def train_from_scratch(
+    arch: Arch, task: Task, *, seed: int = 0, **kwargs: Any
+) -> tuple[nn.Module, dict[str, Any]]:
     """A fresh model of ``arch`` (initialised from ``seed``) trained by ``train_model``."""
     model = init_model(arch, seed)
     return model, train_model(model, task, seed=seed, **kwargs)

@@ -104,12 +104,15 @@ def usage(config_name: str) -> str:
         ]
     words = set(re.findall(r"\w+", "\n".join(texts)))
     groups = [f"#   {g}: {', '.join(available(g))}" for g in GROUPS if g in words and available(g)]
-    return "\n\n".join([
-        *texts,
-        "# choices of the config groups (GROUP=NAME; the space with +space=NAME or +space=FILE.yaml; search_samplers with search.sampler=NAME, graft_spaces with graft_space=NAME):\n" + "\n".join(groups),
-        "# any key above can be set as key=value; --cfg job prints the composed config; "
-        "NAS_TRACEBACK=1 shows tracebacks",
-    ])  # fmt: skip
+    return "\n\n".join(
+        [
+            *texts,
+            "# choices of the config groups (GROUP=NAME; the space with +space=NAME or +space=FILE.yaml; search_samplers with search.sampler=NAME, graft_spaces with graft_space=NAME):\n"
+            + "\n".join(groups),
+            "# any key above can be set as key=value; --cfg job prints the composed config; "
+            "NAS_TRACEBACK=1 shows tracebacks",
+        ]
+    )
 
 
 def _message(e: BaseException) -> str:
@@ -117,7 +120,7 @@ def _message(e: BaseException) -> str:
     available ones."""
     text = str(e)
     if "Could not find 'space/" in text or "Could not load 'space/" in text:
-        return f"unknown search space; available: {', '.join(available('space'))} (or +space=path/to/space.yaml)"  # fmt: skip
+        return f"unknown search space; available: {', '.join(available('space'))} (or +space=path/to/space.yaml)"
     found = re.search(r"Could not find '(\w+)/", text)
     if found and available(found.group(1)):
         return f"{first_line(e)}; available: {', '.join(available(found.group(1)))}"

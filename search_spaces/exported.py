@@ -64,7 +64,14 @@ def _timm_model(*, arch: Arch, **kwargs) -> Model:
     h = arch.head
     fixed = {"num_classes": h.num_classes, "in_chans": h.in_chans, "img_size": h.image_size}
     square = (h.image_size, h.image_size)
-    wrong = {k: v for k, v in kwargs.items() if not (fixed.get(k, object()) == v or (k == "img_size" and isinstance(v, tuple | list) and tuple(v) == square))}  # fmt: skip
+    wrong = {
+        k: v
+        for k, v in kwargs.items()
+        if not (
+            fixed.get(k, object()) == v
+            or (k == "img_size" and isinstance(v, tuple | list) and tuple(v) == square)
+        )
+    }
     if wrong:
         raise ValueError(f"an exported model is fixed ({fixed}); got {wrong}")
     return build_model(arch)
@@ -80,15 +87,20 @@ def register_timm(directory: str | os.PathLike) -> str:
     arch = Arch.load(directory / ARCH_FILE)
     h = arch.head
     if h.kind != "image_cls":
-        raise ValueError(f"timm models are image classifiers: {directory} has head.kind={h.kind!r}")  # fmt: skip
+        raise ValueError(f"timm models are image classifiers: {directory} has head.kind={h.kind!r}")
     name, weights = f"nas_{arch.signature}", str((directory / WEIGHTS_FILE).resolve())
     if default_cfgs.get(name, {}).get("file") == weights:
         return name  # already registered in this process
     default_cfgs[name] = {
-        "file": weights, "num_classes": h.num_classes, "fixed_input_size": True,
-        "input_size": (h.in_chans, h.image_size, h.image_size), "first_conv": "stem.proj",
-        "classifier": "head.proj", "mean": (0.0,) * h.in_chans, "std": (1.0,) * h.in_chans,
-    }  # fmt: skip
+        "file": weights,
+        "num_classes": h.num_classes,
+        "fixed_input_size": True,
+        "input_size": (h.in_chans, h.image_size, h.image_size),
+        "first_conv": "stem.proj",
+        "classifier": "head.proj",
+        "mean": (0.0,) * h.in_chans,
+        "std": (1.0,) * h.in_chans,
+    }
 
     def entry(pretrained: bool = False, **kwargs) -> Model:
         return build_model_with_cfg(_timm_model, name, pretrained, arch=arch, **kwargs)

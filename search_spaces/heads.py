@@ -25,7 +25,9 @@ HeadPair = tuple[type[nn.Module], type[nn.Module]]  # (stem, head)
 HEADS: Registry[HeadPair] = Registry("head kind")
 
 
-def register_head(kind: str, *, stem: type[nn.Module]) -> Callable[[type[nn.Module]], type[nn.Module]]:  # fmt: skip
+def register_head(
+    kind: str, *, stem: type[nn.Module]
+) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator: ``HeadSpec(kind=kind)`` builds ``stem`` and then the decorated head."""
 
     def decorator(cls: type[nn.Module]) -> type[nn.Module]:

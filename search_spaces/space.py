@@ -155,8 +155,22 @@ class SearchSpace:
     def __init__(self, data: Mapping[str, Any], source: str = "<space>") -> None:
         if not isinstance(data, Mapping):
             raise SpaceError(source, "<top level>", "a mapping", type(data).__name__)
-        known = {"name", "description", "head_dim", "dim", "depth", "norm", "block", "norm_placement",
-                 "pos_embedding", "loop", "head", "mixer", "channel", "references"}  # fmt: skip
+        known = {
+            "name",
+            "description",
+            "head_dim",
+            "dim",
+            "depth",
+            "norm",
+            "block",
+            "norm_placement",
+            "pos_embedding",
+            "loop",
+            "head",
+            "mixer",
+            "channel",
+            "references",
+        }
         unknown = set(data) - known
         if unknown:
             raise SpaceError(source, sorted(unknown)[0], f"one of {sorted(known)}", "unknown field")
@@ -301,10 +315,13 @@ class SearchSpace:
                 spec.get("layers") or [{"mixer": spec["mixer"], "channel": spec["channel"]}] * n
             )
             layers = [
-                LayerSpec(OpSpec.from_value(layer["mixer"]), OpSpec.from_value(layer["channel"]),
-                          self._norm_spec(glob["norm"]))
+                LayerSpec(
+                    OpSpec.from_value(layer["mixer"]),
+                    OpSpec.from_value(layer["channel"]),
+                    self._norm_spec(glob["norm"]),
+                )
                 for layer in per_layer
-            ]  # fmt: skip
+            ]
             arch = self._assemble(glob, layers, None)
             self.validate(arch)
         except (KeyError, TypeError, ValueError, StopIteration) as e:
@@ -392,8 +409,13 @@ class SearchSpace:
         parameters to ``optuna.Study.enqueue_trial`` so that a trial evaluates ``arch``."""
         self.validate(arch)
         slots = dict(zip(self.slot_names(arch), arch.layers, strict=True))
-        glob = {"dim": arch.dim, "norm": arch.layers[0].norm.name, "block": arch.block,
-                "norm_placement": arch.norm_placement, "depth": len(arch.layers)}  # fmt: skip
+        glob = {
+            "dim": arch.dim,
+            "norm": arch.layers[0].norm.name,
+            "block": arch.block,
+            "norm_placement": arch.norm_placement,
+            "depth": len(arch.layers),
+        }
         lp = arch.loop_spec
 
         def value(name: str) -> Any:

@@ -16,6 +16,10 @@ def resumable_loader(
     """``loader``'s dataset and collation, batch ``s`` depending only on (seed, s)."""
     sampler = StepSampler(len(loader.dataset), loader.batch_size, total_steps, current_step, seed)
     return DataLoader(
-        loader.dataset, batch_size=loader.batch_size, sampler=sampler, collate_fn=loader.collate_fn,
-        drop_last=True, num_workers=loader.num_workers,
-    )  # fmt: skip
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=sampler,
+        collate_fn=loader.collate_fn,
+        drop_last=True,
+        num_workers=loader.num_workers,
+    )

@@ -26,8 +26,12 @@ def save_supernet(supernet: Supernet, directory: str | os.PathLike, **extra: Any
     leaves a half-written pair)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    meta = {"space": supernet.space.data, "space_source": supernet.space.source,
-            "head": supernet.head_spec.to_dict(), **extra}  # fmt: skip
+    meta = {
+        "space": supernet.space.data,
+        "space_source": supernet.space.source,
+        "head": supernet.head_spec.to_dict(),
+        **extra,
+    }
     tensors = {k: v.detach().contiguous() for k, v in supernet.weights.items()}
     with atomic_path(directory / WEIGHTS) as tmp_w, atomic_path(directory / META) as tmp_m:
         save_file(tensors, str(tmp_w))

@@ -151,9 +151,17 @@ class Supernet(nn.Module):
                 mixers[i % len(mixers)], channels[i % len(channels)], norms[i % len(norms)]
             )
             archs.append(
-                Arch(dim=max(sp.dims), head_dim=sp.head_dim, layers=(layer,) * depth, head=self.head_spec,
-                     block=block, norm_placement=sp.norm_placements[0], pos_embedding=sp.pos_embedding, loop=loop)
-            )  # fmt: skip
+                Arch(
+                    dim=max(sp.dims),
+                    head_dim=sp.head_dim,
+                    layers=(layer,) * depth,
+                    head=self.head_spec,
+                    block=block,
+                    norm_placement=sp.norm_placements[0],
+                    pos_embedding=sp.pos_embedding,
+                    loop=loop,
+                )
+            )
         return archs
 
     def _build_store(self) -> None:

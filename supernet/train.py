@@ -108,12 +108,21 @@ def train_supernet(cfg: DictConfig, space: SearchSpace, task, out: Path) -> tupl
     OmegaConf.save(cfg, out / "config.yaml")
     t = cfg.train
     module = SupernetModule(
-        supernet, task.loss, task.metric_counts, num_random=t.num_random, distill_weight=t.distill_weight,
-        temperature=t.temperature, lr=t.lr, weight_decay=t.weight_decay, warmup_steps=t.warmup_steps,
-        max_steps=t.max_steps, teacher_steps=t.teacher_steps, seed=cfg.seed,
+        supernet,
+        task.loss,
+        task.metric_counts,
+        num_random=t.num_random,
+        distill_weight=t.distill_weight,
+        temperature=t.temperature,
+        lr=t.lr,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_steps,
+        max_steps=t.max_steps,
+        teacher_steps=t.teacher_steps,
+        seed=cfg.seed,
         single_mixer_prob=t.single_mixer_prob,
         mixer_teachers=t.mixer_teachers,
-    )  # fmt: skip
+    )
     data = task.datamodule(batch_size=t.batch_size)
     data.setup("fit")
     subnets = report_subnets(supernet, cfg.report.random_subnets, cfg.seed)
@@ -155,8 +164,12 @@ def train_supernet(cfg: DictConfig, space: SearchSpace, task, out: Path) -> tupl
         weights_only=True,  # never unpickle: a checkpoint may come from someone else
     )
     seconds = time.perf_counter() - start
-    meta = {"task": OmegaConf.to_container(cfg.task, resolve=True), "steps": trainer.global_step,
-            "train_seconds": round(seconds, 1), "seed": cfg.seed}  # fmt: skip
+    meta = {
+        "task": OmegaConf.to_container(cfg.task, resolve=True),
+        "steps": trainer.global_step,
+        "train_seconds": round(seconds, 1),
+        "seed": cfg.seed,
+    }
     if not trainer.is_global_zero:  # with several processes, the first one reports and saves
         return supernet, meta
 

@@ -41,8 +41,9 @@ class PostgresServer:
 
         self.count += 1
         name = f"study{self.count}"
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
-                             autocommit=True) as con:  # fmt: skip
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
+        ) as con:
             con.execute(f"CREATE DATABASE {name}")
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
 
@@ -73,10 +74,38 @@ def postgres() -> Iterator[PostgresServer]:
         f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100"
     )
     try:
-        subprocess.run([*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust",
-                        "-E", "UTF8", "--no-sync"], check=True, capture_output=True)  # fmt: skip
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(root / "server.log"),
-                        "-o", options, "-w", "start"], check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [
+                *as_user,
+                initdb,
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                *as_user,
+                pg_ctl,
+                "-D",
+                str(data),
+                "-l",
+                str(root / "server.log"),
+                "-o",
+                options,
+                "-w",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+        )
     except (subprocess.CalledProcessError, OSError) as e:
         detail = getattr(e, "stderr", b"") or b""
         shutil.rmtree(root, ignore_errors=True)
@@ -84,6 +113,7 @@ def postgres() -> Iterator[PostgresServer]:
     try:
         yield PostgresServer(port)
     finally:
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)  # fmt: skip
+        subprocess.run(
+            [*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True
+        )
         shutil.rmtree(root, ignore_errors=True)

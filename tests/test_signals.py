@@ -13,8 +13,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = ["task=mqar", "task.num_train=64", "task.num_val=16", "task.num_test=16"]
-TRAIN = ["train.teacher_steps=1", "train.batch_size=8", "train.limit_val_batches=1",
-         "report.val_batches=1", "report.random_subnets=0"]  # fmt: skip
+TRAIN = [
+    "train.teacher_steps=1",
+    "train.batch_size=8",
+    "train.limit_val_batches=1",
+    "report.val_batches=1",
+    "report.random_subnets=0",
+]
 
 
 def interrupt_when(argv: list[str], ready, log: Path) -> tuple[int, str]:
@@ -24,8 +29,14 @@ def interrupt_when(argv: list[str], ready, log: Path) -> tuple[int, str]:
     # give the child the default disposition, as a terminal would
     default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", *argv], env=env, stdout=out,
-                                stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", *argv],
+            env=env,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=default_sigint,
+        )
         try:
             deadline = time.monotonic() + 300
             while not ready() and proc.poll() is None and time.monotonic() < deadline:
@@ -42,8 +53,15 @@ def interrupt_when(argv: list[str], ready, log: Path) -> tuple[int, str]:
 
 def test_ctrl_c_during_supernet_training(tmp_path) -> None:
     out = tmp_path / "sn"
-    argv = ["nas.train_supernet", "+space=efficient_attn", *TASK, *TRAIN, "train.max_steps=100000",
-            "train.val_every=2", f"out={out}"]  # fmt: skip
+    argv = [
+        "nas.train_supernet",
+        "+space=efficient_attn",
+        *TASK,
+        *TRAIN,
+        "train.max_steps=100000",
+        "train.val_every=2",
+        f"out={out}",
+    ]
     ready = lambda: (out / "checkpoints" / "last.ckpt").is_file()  # noqa: E731 - training
     status, err = interrupt_when(argv, ready, tmp_path / "log")
     assert status == 130 and err.strip().splitlines()[-1] == "interrupted"
@@ -53,10 +71,21 @@ def test_ctrl_c_during_supernet_training(tmp_path) -> None:
 
 def test_ctrl_c_during_a_search(tmp_path) -> None:
     run = tmp_path / "run"
-    argv = ["nas.search", "+space=efficient_attn", *TASK, *TRAIN, "train.max_steps=2",
-            "train.val_every=1", "search.n_trials=100000", "search.val_batches=1",
-            "latency.shape=[1,32]", "latency.repeats=1", "latency.min_run_time=0.2",
-            f"run_dir={run}", f"latency.cache_dir={tmp_path / 'lat'}"]  # fmt: skip
+    argv = [
+        "nas.search",
+        "+space=efficient_attn",
+        *TASK,
+        *TRAIN,
+        "train.max_steps=2",
+        "train.val_every=1",
+        "search.n_trials=100000",
+        "search.val_batches=1",
+        "latency.shape=[1,32]",
+        "latency.repeats=1",
+        "latency.min_run_time=0.2",
+        f"run_dir={run}",
+        f"latency.cache_dir={tmp_path / 'lat'}",
+    ]
     seen: list[float] = []
 
     def trials_running() -> bool:  # the study has been open for 3 s: trials are under way

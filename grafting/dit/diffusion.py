@@ -43,7 +43,9 @@ def space_timesteps(num_timesteps: int, count: int) -> list[int]:
 
 def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
     """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)), elementwise."""
-    return 0.5 * (-1 + logvar2 - logvar1 + (logvar1 - logvar2).exp() + (mean1 - mean2) ** 2 * (-logvar2).exp())  # fmt: skip
+    return 0.5 * (
+        -1 + logvar2 - logvar1 + (logvar1 - logvar2).exp() + (mean1 - mean2) ** 2 * (-logvar2).exp()
+    )
 
 
 def discretized_gaussian_log_likelihood(x, means, log_scales) -> torch.Tensor:
@@ -213,7 +215,7 @@ def denoiser(model: nn.Module, y: torch.Tensor, cfg_scale: float = 1.0) -> Model
     y2 = torch.cat([y, torch.full_like(y, config.num_classes)])
 
     def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return model.forward_with_cfg(torch.cat([x, x]), torch.cat([t, t]), y2, cfg_scale)[: len(x)]  # fmt: skip
+        return model.forward_with_cfg(torch.cat([x, x]), torch.cat([t, t]), y2, cfg_scale)[: len(x)]
 
     return guided
 

@@ -46,13 +46,15 @@ def write_onnx(model: nn.Module, path: Path, batch: int, seed: int) -> dict[str,
     return {"file": path.name, "shape": [batch], "onnx_max_abs_diff": worst}
 
 
-def write_folder(dest: Path, run: Path, model: nn.Module, cfg: Any, command: str) -> dict[str, Any]:  # fmt: skip
+def write_folder(dest: Path, run: Path, model: nn.Module, cfg: Any, command: str) -> dict[str, Any]:
     """Write every file of a DiT export into ``dest`` and return the record."""
     from grafting.export import copy_files
     from grafting.plan import load_plan
 
     copy_files(run, dest)
-    report = json.loads((run / "report.json").read_text()) if (run / "report.json").is_file() else {}  # fmt: skip
+    report = (
+        json.loads((run / "report.json").read_text()) if (run / "report.json").is_file() else {}
+    )
     plan = load_plan(run / "plan.yaml")
     batch, seed = int(cfg.onnx.shape[0]), int(cfg.seed)
     onnx = write_onnx(model, dest / "model.onnx", batch, seed) if cfg.onnx.enabled else None
@@ -104,4 +106,6 @@ def card(info: dict[str, Any]) -> str:
         graft=graft,
     )
     rows = [[n, f"{q[n]['frechet']:.2f}", f"{q[n]['accuracy']:.3f}"] for n in names] if q else []
-    return render_card(data, CARD, host=info["host"], plan=info["plan"], grafted=info["grafted"], quality=rows)  # fmt: skip
+    return render_card(
+        data, CARD, host=info["host"], plan=info["plan"], grafted=info["grafted"], quality=rows
+    )

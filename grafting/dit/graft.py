@@ -188,8 +188,11 @@ def run_dit(cfg: dict[str, Any]) -> dict[str, Any]:
 
     start = time.perf_counter()
     if progress:
-        print("report: samples of teacher and grafted model, Fréchet distance, denoising loss, "
-              "latency per sampling step", flush=True)  # fmt: skip
+        print(
+            "report: samples of teacher and grafted model, Fréchet distance, denoising loss, "
+            "latency per sampling step",
+            flush=True,
+        )
     with tempfile.TemporaryDirectory(prefix="graft-grids-") as grids:
         report = evaluate(teacher, student, base, cfg, Path(grids))
         times["report"] = time.perf_counter() - start

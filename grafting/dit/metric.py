@@ -204,7 +204,9 @@ def main_cfg(cfg: DictConfig) -> int:
         torch.set_num_threads(int(cfg.threads))
     model = load_base(cfg)
     if (model.config.input_size, model.config.in_channels) != (IMAGE_SIZE, CHANNELS):
-        raise UsageError(f"the digit metric needs a {IMAGE_SIZE}x{IMAGE_SIZE}x{CHANNELS} DiT, but {cfg.base!r} is not")  # fmt: skip
+        raise UsageError(
+            f"the digit metric needs a {IMAGE_SIZE}x{IMAGE_SIZE}x{CHANNELS} DiT, but {cfg.base!r} is not"
+        )
     with user_input(f"classifier={cfg.classifier}"):
         clf = classifier(cfg.classifier, seed=int(cfg.classifier_seed))
     result = evaluate(
@@ -217,7 +219,9 @@ def main_cfg(cfg: DictConfig) -> int:
         seed=int(cfg.seed),
     )
     print(f"{'images':<28} {'Fréchet':>9} {'cond. acc.':>11}")
-    print(f"{'held-out real (floor)':<28} {result['floor_frechet']:>9.2f} {result['floor_accuracy']:>11.3f}")  # fmt: skip
+    print(
+        f"{'held-out real (floor)':<28} {result['floor_frechet']:>9.2f} {result['floor_accuracy']:>11.3f}"
+    )
     print(f"{str(cfg.base)[-28:]:<28} {result['frechet']:>9.2f} {result['accuracy']:>11.3f}")
     if cfg.out:
         atomic_write_text(cfg.out, json.dumps({**result, "base": str(cfg.base)}, indent=2) + "\n")

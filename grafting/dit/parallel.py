@@ -70,10 +70,17 @@ class ParallelPair(nn.Module):
         q, k, v = qkv.reshape(2 * B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
         att = F.scaled_dot_product_attention(q, k, v)  # (2B, heads, L, hd)
         att = att.transpose(1, 2).reshape(2, B, L, D)
-        x1 = x + gate1 * (torch.einsum("kbld,kod->kblo", att, self.proj_w) + self.proj_b[:, None, None])  # fmt: skip
+        x1 = x + gate1 * (
+            torch.einsum("kbld,kod->kblo", att, self.proj_w) + self.proj_b[:, None, None]
+        )
         h = F.layer_norm(x1, (D,), eps=1e-6) * (1 + scale2) + shift2
-        h = F.gelu(torch.einsum("kbld,khd->kblh", h, self.fc1_w) + self.fc1_b[:, None, None], approximate="tanh")  # fmt: skip
-        x2 = x1 + gate2 * (torch.einsum("kblh,kdh->kbld", h, self.fc2_w) + self.fc2_b[:, None, None])  # fmt: skip
+        h = F.gelu(
+            torch.einsum("kbld,khd->kblh", h, self.fc1_w) + self.fc1_b[:, None, None],
+            approximate="tanh",
+        )
+        x2 = x1 + gate2 * (
+            torch.einsum("kblh,kdh->kbld", h, self.fc2_w) + self.fc2_b[:, None, None]
+        )
         delta = (x2 - x).permute(1, 2, 0, 3).reshape(B, L, 2 * D)  # [a(x) - x, b(x) - x]
         return x + self.merge(delta)  # (B, L, D)
 

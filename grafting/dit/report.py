@@ -75,7 +75,7 @@ def step_latency(
 def teacher_samples_name(per_class: int, sampling: dict[str, Any]) -> str:
     """The cache file of the teacher's report samples (a function of the sampling settings)."""
     s = sampling
-    return f"samples-{s['sampler']}{s['steps']}-cfg{s['cfg_scale']}-seed{s['seed']}-{per_class}.safetensors"  # fmt: skip
+    return f"samples-{s['sampler']}{s['steps']}-cfg{s['cfg_scale']}-seed{s['seed']}-{per_class}.safetensors"
 
 
 def cached_samples(path: Path | None, make: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -167,7 +167,9 @@ def table(report: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"{'t':>5} {'teacher mse':>12} {'grafted mse':>12} {'gap':>9}")
     for row in report["denoising_loss"]:
-        lines.append(f"{row['t']:>5} {row['teacher']:>12.4f} {row['grafted']:>12.4f} {row['gap']:>9.4f}")  # fmt: skip
+        lines.append(
+            f"{row['t']:>5} {row['teacher']:>12.4f} {row['grafted']:>12.4f} {row['gap']:>9.4f}"
+        )
     lat = report["latency"]
     lines.append("")
     lines.append(

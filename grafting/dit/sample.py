@@ -79,7 +79,7 @@ def load_base(cfg: DictConfig) -> DiT:
     from grafting.dit.io import load_dit
 
     with user_input(f"base={cfg.base}"):
-        return load_dit(cfg.base, preset=cfg.base_preset) if cfg.base_preset else load_dit(cfg.base)  # fmt: skip
+        return load_dit(cfg.base, preset=cfg.base_preset) if cfg.base_preset else load_dit(cfg.base)
 
 
 def main_cfg(cfg: DictConfig) -> int:

@@ -129,7 +129,16 @@ def fixed_settings(cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: cfg.get(k) for k in FIXED} | {"search": search}
 
 
-OUTPUTS = ("study.db", "library", "finalized", "plans", ".logs", "front.csv", "pareto.png", "report.json")  # fmt: skip
+OUTPUTS = (
+    "study.db",
+    "library",
+    "finalized",
+    "plans",
+    ".logs",
+    "front.csv",
+    "pareto.png",
+    "report.json",
+)
 
 
 def check_out(cfg: dict[str, Any]) -> None:
@@ -170,9 +179,13 @@ def get_library(ctx: Context) -> lib.Library:
         )
         print(f"stage-1 library: {pieces} pieces ({ctx.space.name}), trained once", flush=True)
     built = lib.build(
-        ctx.host, ctx.space, ctx.calibration, dict(ctx.cfg["stage1"]), progress=ctx.progress,
+        ctx.host,
+        ctx.space,
+        ctx.calibration,
+        dict(ctx.cfg["stage1"]),
+        progress=ctx.progress,
         seed=ctx.seed,
-    )  # fmt: skip
+    )
     lib.save(built, path)
     return built
 
@@ -309,20 +322,39 @@ def finalize(ctx: Context, library: lib.Library, trial: optuna.trial.FrozenTrial
     student, wrappers, plan = lib.assemble(ctx.host, ctx.space, library, choices, name)
     shutil.rmtree(ctx.out / ".logs" / name, ignore_errors=True)  # an earlier finalization's
     result = stage2.train(
-        ctx.host, student, ctx.host.model, list(wrappers.values()), ctx.calibration,
-        dict(ctx.cfg["stage2"]), ctx.out / ".logs" / name, progress=ctx.progress,
-    )  # fmt: skip
+        ctx.host,
+        student,
+        ctx.host.model,
+        list(wrappers.values()),
+        ctx.calibration,
+        dict(ctx.cfg["stage2"]),
+        ctx.out / ".logs" / name,
+        progress=ctx.progress,
+    )
     report = evaluate(ctx.host, ctx.host.model, student, ctx.texts, ctx.cfg)
     report["validation"] = {  # the search's own measure, before and after stage 2
         "stage1": trial.values[0],
         "stage2": ctx.judge.fidelity(student)[ctx.judge.name],
     }
     report.update(
-        base=str(ctx.cfg["base"]), plan=name, family=ctx.host.family.name, trial=trial.number,
-        choices=describe(choices), stage2=result, seconds={"stage2+report": time.perf_counter() - start},
-    )  # fmt: skip
-    save(out, student, plan, tokenizer=ctx.host.tokenizer, host_path=ctx.host.path,
-         run_config=ctx.cfg, report=report, overwrite=True)  # fmt: skip
+        base=str(ctx.cfg["base"]),
+        plan=name,
+        family=ctx.host.family.name,
+        trial=trial.number,
+        choices=describe(choices),
+        stage2=result,
+        seconds={"stage2+report": time.perf_counter() - start},
+    )
+    save(
+        out,
+        student,
+        plan,
+        tokenizer=ctx.host.tokenizer,
+        host_path=ctx.host.path,
+        run_config=ctx.cfg,
+        report=report,
+        overwrite=True,
+    )
     return report
 
 

@@ -54,8 +54,16 @@ ROW = "{:<22}{:<18}{:>11}{:>9}{:>7}{:>10}{:>12}{:>9}"
 
 def _row(name: str, arch: Arch, m: Measurement) -> str:
     gflops = f"{m.flops / 1e9:.3f}" if m.flops is not None else "n/a"
-    return ROW.format(name, arch.signature, f"{m.median_ms:.3f}", f"{m.iqr_ms:.3f}", m.runs,
-                      f"{m.peak_bytes / 2**20:.1f}", f"{m.params:,}", gflops)  # fmt: skip
+    return ROW.format(
+        name,
+        arch.signature,
+        f"{m.median_ms:.3f}",
+        f"{m.iqr_ms:.3f}",
+        m.runs,
+        f"{m.peak_bytes / 2**20:.1f}",
+        f"{m.params:,}",
+        gflops,
+    )
 
 
 def _measure(cfg: DictConfig, device: str) -> int:
@@ -67,22 +75,44 @@ def _measure(cfg: DictConfig, device: str) -> int:
     elif cfg.get("space") is not None or cfg.get("space_file"):
         reference = space_from_config(cfg).baseline(arch.head)
     m, threads = cfg.measure, cfg.threads
-    print(ROW.format("model", "signature", "median ms", "IQR ms", "runs", "peak MB", "params",
-                     "GFLOPs"))  # fmt: skip
+    print(
+        ROW.format(
+            "model", "signature", "median ms", "IQR ms", "runs", "peak MB", "params", "GFLOPs"
+        )
+    )
     if reference is None:
-        result = measure(arch, shape, device, threads=threads, min_run_time=m.min_run_time,
-                         min_runs=m.min_runs, warmup=m.warmup, block_time=m.block_time,
-                         clock=cfg.clock)  # fmt: skip
+        result = measure(
+            arch,
+            shape,
+            device,
+            threads=threads,
+            min_run_time=m.min_run_time,
+            min_runs=m.min_runs,
+            warmup=m.warmup,
+            block_time=m.block_time,
+            clock=cfg.clock,
+        )
         print(_row("arch", arch, result))
     else:
-        rel = measure_relative(arch, reference, shape, device, m.repeats, threads=threads,
-                               min_run_time=m.window, warmup=m.warmup, block_time=m.block_time,
-                               clock=cfg.clock)  # fmt: skip
+        rel = measure_relative(
+            arch,
+            reference,
+            shape,
+            device,
+            m.repeats,
+            threads=threads,
+            min_run_time=m.window,
+            warmup=m.warmup,
+            block_time=m.block_time,
+            clock=cfg.clock,
+        )
         result = rel.candidate
         print(_row("arch", arch, rel.candidate))
         print(_row("reference", reference, rel.reference))
-        print(f"ratio arch/reference: {rel.ratio:.4f} (IQR {rel.ratio_iqr:.4f} over "
-              f"{rel.rounds} alternating rounds; times of the median round)")  # fmt: skip
+        print(
+            f"ratio arch/reference: {rel.ratio:.4f} (IQR {rel.ratio_iqr:.4f} over "
+            f"{rel.rounds} alternating rounds; times of the median round)"
+        )
     print(f"shape: {shape}" + _raised(arch, shape))
     print(f"device: {result.fingerprint}")
     return 0
@@ -121,11 +151,19 @@ def _build_table(cfg: DictConfig, device: str) -> int:
     shape = _shape(cfg, space.baseline(head))
     t = cfg.table
     table, path, built = load_or_build_table(
-        space, shape, device, cfg.cache_dir, head=head, threads=cfg.threads, clock=cfg.clock,
+        space,
+        shape,
+        device,
+        cfg.cache_dir,
+        head=head,
+        threads=cfg.threads,
+        clock=cfg.clock,
         rebuild=cfg.rebuild,
-        rounds=t.rounds, block_time=t.block_time, warmup=t.warmup,
+        rounds=t.rounds,
+        block_time=t.block_time,
+        warmup=t.warmup,
         progress=lambda msg: print(msg, file=sys.stderr, flush=True),
-    )  # fmt: skip
+    )
     print(format_table(table))
     how = f"built in {table.build_seconds:.1f} s" if built else "loaded from cache"
     print(f"space {space.name!r}, shape {shape}, {len(table.entries)} entries, {how}: {path}")
@@ -134,8 +172,10 @@ def _build_table(cfg: DictConfig, device: str) -> int:
     if cfg.arch_file:
         arch = _load_arch("arch_file", cfg.arch_file)
         ms = table.predict_ms(arch)
-        print(f"predicted arch {arch.signature}: {ms:.3f} ms, "
-              f"ratio {ms / table.predict_ms(baseline):.4f} to the baseline")  # fmt: skip
+        print(
+            f"predicted arch {arch.signature}: {ms:.3f} ms, "
+            f"ratio {ms / table.predict_ms(baseline):.4f} to the baseline"
+        )
     print(f"device: {device_fingerprint(device, cfg.threads, cfg.clock)}")
     return 0
 
@@ -148,8 +188,11 @@ def check_settings(cfg: DictConfig) -> str:
     with user_input("clock"):
         device_fingerprint(device, cfg.threads, cfg.clock)  # a bad clock/threads pair fails here
     m, t = cfg.measure, cfg.table
-    for name, value in (("measure.min_runs", m.min_runs), ("measure.repeats", m.repeats),
-                        ("table.rounds", t.rounds)):  # fmt: skip
+    for name, value in (
+        ("measure.min_runs", m.min_runs),
+        ("measure.repeats", m.repeats),
+        ("table.rounds", t.rounds),
+    ):
         check_int(name, value)
     for name, value in (("measure.warmup", m.warmup), ("table.warmup", t.warmup)):
         check_int(name, value, minimum=0)
@@ -166,8 +209,10 @@ def run(cfg: DictConfig) -> int:
     if cfg.build_table:
         return _build_table(cfg, device)
     if not cfg.arch_file:
-        raise UsageError("give arch_file=PATH to time an architecture, or +space=NAME "
-                         "build_table=true to build a lookup table")  # fmt: skip
+        raise UsageError(
+            "give arch_file=PATH to time an architecture, or +space=NAME "
+            "build_table=true to build a lookup table"
+        )
     return _measure(cfg, device)
 
 

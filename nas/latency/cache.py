@@ -42,8 +42,23 @@ from search_spaces import Arch, HeadSpec, build_model
 from search_spaces.space import SearchSpace
 
 MODES = ("measured", "predicted", "predicted+verify")
-FIELDS = ("arch", "reference", "device", "shape", "ms", "ref_ms", "ratio", "iqr_ms", "runs",
-          "peak_bytes", "params", "flops", "latency_source", "fingerprint", "created")  # fmt: skip
+FIELDS = (
+    "arch",
+    "reference",
+    "device",
+    "shape",
+    "ms",
+    "ref_ms",
+    "ratio",
+    "iqr_ms",
+    "runs",
+    "peak_bytes",
+    "params",
+    "flops",
+    "latency_source",
+    "fingerprint",
+    "created",
+)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS latency (
     arch TEXT NOT NULL, reference TEXT NOT NULL, device TEXT NOT NULL, shape TEXT NOT NULL,
@@ -160,10 +175,22 @@ def predicted_record(
     ms, ref_ms = table.predict_ms(arch), table.predict_ms(reference)
     params, flops = _model_counts(arch, shape)
     return LatencyRecord(
-        arch.signature, reference.signature, device_key, shape, ms, ref_ms, ms / ref_ms,
-        iqr_ms=0.0, runs=0, peak_bytes=None, params=params, flops=flops,
-        latency_source="predicted", fingerprint=table.fingerprint, created=time.time(),
-    )  # fmt: skip
+        arch.signature,
+        reference.signature,
+        device_key,
+        shape,
+        ms,
+        ref_ms,
+        ms / ref_ms,
+        iqr_ms=0.0,
+        runs=0,
+        peak_bytes=None,
+        params=params,
+        flops=flops,
+        latency_source="predicted",
+        fingerprint=table.fingerprint,
+        created=time.time(),
+    )
 
 
 def cached_latency(
@@ -202,15 +229,36 @@ def cached_latency(
         record = cache.get(arch, reference, fp.key, shape)
         if record is not None:
             return record, True
-    rel = measure_relative(arch, reference, shape, device, repeats, threads=fp.threads,
-                           min_run_time=min_run_time, warmup=warmup, block_time=block_time,
-                           clock=clock)  # fmt: skip
+    rel = measure_relative(
+        arch,
+        reference,
+        shape,
+        device,
+        repeats,
+        threads=fp.threads,
+        min_run_time=min_run_time,
+        warmup=warmup,
+        block_time=block_time,
+        clock=clock,
+    )
     c = rel.candidate
     record = LatencyRecord(
-        arch.signature, reference.signature, fp.key, shape, c.median_ms,
-        rel.reference.median_ms, rel.ratio, c.iqr_ms, c.runs, c.peak_bytes, c.params, c.flops,
-        latency_source="measured", fingerprint=fp.to_dict(), created=time.time(),
-    )  # fmt: skip
+        arch.signature,
+        reference.signature,
+        fp.key,
+        shape,
+        c.median_ms,
+        rel.reference.median_ms,
+        rel.ratio,
+        c.iqr_ms,
+        c.runs,
+        c.peak_bytes,
+        c.params,
+        c.flops,
+        latency_source="measured",
+        fingerprint=fp.to_dict(),
+        created=time.time(),
+    )
     if cache is not None:
         cache.put(record)
     return record, False
@@ -234,10 +282,19 @@ class LatencyEstimator:
 
     def __call__(self, arch: Arch, *, verify: bool = False) -> tuple[LatencyRecord, bool]:
         return cached_latency(
-            arch, self.reference, self.shape, self.device, self.cache, mode=self.mode,
-            table=self.table, verify=verify, threads=self.threads, repeats=self.repeats,
-            min_run_time=self.min_run_time, clock=self.clock,
-        )  # fmt: skip
+            arch,
+            self.reference,
+            self.shape,
+            self.device,
+            self.cache,
+            mode=self.mode,
+            table=self.table,
+            verify=verify,
+            threads=self.threads,
+            repeats=self.repeats,
+            min_run_time=self.min_run_time,
+            clock=self.clock,
+        )
 
     def verify(self, arch: Arch) -> tuple[LatencyRecord, bool]:
         """A measured record in ``predicted+verify`` mode; otherwise the same as a call."""
@@ -264,8 +321,15 @@ class LatencyEstimator:
         table = None
         if mode != "measured":
             device, threads = kwargs.get("device", "cpu"), kwargs.get("threads")
-            table, _, _ = load_or_build_table(space, shape, device, directory, head=head,
-                                              threads=threads, clock=kwargs.get("clock", "wall"),
-                                              **(table_options or {}))  # fmt: skip
+            table, _, _ = load_or_build_table(
+                space,
+                shape,
+                device,
+                directory,
+                head=head,
+                threads=threads,
+                clock=kwargs.get("clock", "wall"),
+                **(table_options or {}),
+            )
         cache = LatencyCache(Path(directory) / "latency.sqlite")
         return cls(reference, tuple(shape), cache=cache, mode=mode, table=table, **kwargs)

@@ -162,8 +162,12 @@ def _table_runners(
 ) -> dict[str, Runner]:
     base = latency_arch(space.baseline(head), shape)
     batch, length = shape[0], tokens_per_input(base, shape)
-    context = {"causal": base.causal, "head_dim": space.head_dim, "grid": base.grid,
-               "max_len": length}  # fmt: skip
+    context = {
+        "causal": base.causal,
+        "head_dim": space.head_dim,
+        "grid": base.grid,
+        "max_len": length,
+    }
     inputs = example_input(base, shape)
     streams = sorted({s for s in (space.loop or {}).get("streams", ()) if s > 1})
     runners: dict[str, Runner] = {}
@@ -177,8 +181,11 @@ def _table_runners(
         for n in streams:
             loop = HyperConnectionLoop(nn.ModuleList(), repeats=1, streams=n)
             runners[f"hyper{n}/{dim}"] = Runner(loop.eval(), x, device, threads, clock)
-        for kind, choices in (("mixer", space.mixers), ("channel", space.channels),
-                              ("norm", space.norms)):  # fmt: skip
+        for kind, choices in (
+            ("mixer", space.mixers),
+            ("channel", space.channels),
+            ("norm", space.norms),
+        ):
             for op in choices:
                 for hparams in op.variants():
                     module = create_op(op.name, dim, kind=kind, context=context, **hparams)

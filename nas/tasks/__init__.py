@@ -70,7 +70,9 @@ def _import_class(target: str) -> type[Task]:
     if not issubclass(cls, Task):
         raise ValueError(f"task `target` {target!r} is not a subclass of nas.tasks.Task")
     if not isinstance(getattr(cls, "name", None), str) or not cls.name:
-        raise ValueError(f"task `target` {target!r} has no `name` (a class attribute naming runs and reports)")  # fmt: skip
+        raise ValueError(
+            f"task `target` {target!r} has no `name` (a class attribute naming runs and reports)"
+        )
     return cls
 
 

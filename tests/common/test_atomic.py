@@ -24,7 +24,7 @@ from common.atomic import (
 def _snapshot(root: Path) -> dict[str, bytes | None]:
     """Every path under ``root`` (itself included), with file contents."""
     paths = [root, *sorted(root.rglob("*"))] if root.is_dir() else [root]
-    return {str(p.relative_to(root.parent)): p.read_bytes() if p.is_file() else None for p in paths}  # fmt: skip
+    return {str(p.relative_to(root.parent)): p.read_bytes() if p.is_file() else None for p in paths}
 
 
 def test_file_write_replaces_and_a_failed_one_keeps_the_old(tmp_path) -> None:
@@ -36,7 +36,7 @@ def test_file_write_replaces_and_a_failed_one_keeps_the_old(tmp_path) -> None:
     assert path.read_bytes() == b"old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]  # no temporary file left
     atomic_write_bytes(path, b"\x00new")
-    assert path.read_bytes() == b"\x00new" and [p.name for p in tmp_path.iterdir()] == ["table.csv"]  # fmt: skip
+    assert path.read_bytes() == b"\x00new" and [p.name for p in tmp_path.iterdir()] == ["table.csv"]
 
 
 def test_folder_write_replaces_and_a_failed_one_keeps_the_old(tmp_path) -> None:
@@ -47,7 +47,12 @@ def test_folder_write_replaces_and_a_failed_one_keeps_the_old(tmp_path) -> None:
         (tmp / "sub" / "a.bin").write_bytes(b"\x01\x02")
         (tmp / "b.txt").write_text("old")
     before = _snapshot(out)
-    assert before == {"export": None, "export/b.txt": b"old", "export/sub": None, "export/sub/a.bin": b"\x01\x02"}  # fmt: skip
+    assert before == {
+        "export": None,
+        "export/b.txt": b"old",
+        "export/sub": None,
+        "export/sub/a.bin": b"\x01\x02",
+    }
     with pytest.raises(KeyboardInterrupt), atomic_dir(out) as tmp:
         (tmp / "b.txt").write_text("new")
         raise KeyboardInterrupt

@@ -17,17 +17,19 @@ class Refused(Exception):
     pass
 
 
-def test_check_out_refuses_a_missing_the_source_or_an_existing_folder(tmp_path, monkeypatch) -> None:  # fmt: skip
+def test_check_out_refuses_a_missing_the_source_or_an_existing_folder(
+    tmp_path, monkeypatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "run").mkdir()
     cases = {
         "choose the export folder with out=DIR": dict(out=None, overwrite=True),
         "out=run/ is the graft folder itself; choose another folder": dict(
             out="run/", overwrite=True, source=tmp_path / "run"
-        ),  # fmt: skip
+        ),
         "out=run already exists; choose another folder or add overwrite=true": dict(
             out="run", overwrite=False
-        ),  # fmt: skip
+        ),
     }
     for message, kwargs in cases.items():
         with pytest.raises(Refused) as e:

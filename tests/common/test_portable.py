@@ -47,16 +47,25 @@ def test_window_sum_exports_with_dynamic_axes(tmp_path) -> None:
         return [example, _inputs((1, 12), 1, pad=3)] + ([_inputs(other, 2, pad=2)] if other else [])
 
     axes = axis_attempts(example["input_ids"])[0]
-    done = export_checked(model, example, tmp_path / "m.onnx", axes, inputs_at, mask="attention_mask")  # fmt: skip
+    done = export_checked(
+        model, example, tmp_path / "m.onnx", axes, inputs_at, mask="attention_mask"
+    )
     assert done.dynamic_axes == {0: "batch", 1: "length"} and seen == [(2, 11)]
     assert done.checked_shapes == [(1, 12), (1, 12), (2, 11)]
     assert done.onnx_max_abs_diff <= ONNX_TOLERANCE and done.notes == []
     # an independent draw at yet another shape, with padding
-    assert onnx_max_abs_diff(tmp_path / "m.onnx", model, [_inputs((3, 7), 5, pad=4)], "attention_mask") <= ONNX_TOLERANCE  # fmt: skip
+    assert (
+        onnx_max_abs_diff(tmp_path / "m.onnx", model, [_inputs((3, 7), 5, pad=4)], "attention_mask")
+        <= ONNX_TOLERANCE
+    )
 
 
 def test_axis_attempts_end_with_the_stated_shape() -> None:
-    assert axis_attempts(torch.zeros(1, 8, dtype=torch.long)) == [{0: "batch", 1: "length"}, {0: "batch"}, {}]  # fmt: skip
+    assert axis_attempts(torch.zeros(1, 8, dtype=torch.long)) == [
+        {0: "batch", 1: "length"},
+        {0: "batch"},
+        {},
+    ]
     assert axis_attempts(torch.zeros(1, 3, 4, 4)) == [{0: "batch"}, {}]
     assert axis_attempts(torch.zeros(1, 8, dtype=torch.long), dynamic=False) == [{}]
 

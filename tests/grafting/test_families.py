@@ -45,15 +45,23 @@ def test_a_model_type_belongs_to_one_family() -> None:
     class Clash(ToyFamily):
         model_types = ("toy_gpt", "llama")
 
-    with pytest.raises(ValueError, match="model_type 'llama' of family 'clash' is already claimed by family 'llama'"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match="model_type 'llama' of family 'clash' is already claimed by family 'llama'",
+    ):
         register_family("clash")(Clash)
     assert "clash" not in list_families()
 
 
 def test_unknown_names_list_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match=r"^unknown model family 'nope'; valid names: bert, dit, gpt2, llama$"):  # fmt: skip
+    with pytest.raises(
+        ValueError, match=r"^unknown model family 'nope'; valid names: bert, dit, gpt2, llama$"
+    ):
         get_family("nope")
-    with pytest.raises(ValueError, match=r"^unsupported model family 'nope'; supported model_type: bert, dit, gpt2, llama, mistral, qwen2$"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"^unsupported model family 'nope'; supported model_type: bert, dit, gpt2, llama, mistral, qwen2$",
+    ):
         get_family(SimpleNamespace(model_type="nope"))
 
 

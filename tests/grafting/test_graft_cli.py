@@ -142,7 +142,9 @@ def plugin_module(tmp_path, monkeypatch):
     sys.modules.pop("graft_plugin_ops", None)
 
 
-def test_plugins_bring_a_users_operator_into_a_plan(tiny_models, text_file, tmp_path, capsys, plugin_module):  # fmt: skip
+def test_plugins_bring_a_users_operator_into_a_plan(
+    tiny_models, text_file, tmp_path, capsys, plugin_module
+):
     plan = tmp_path / "plugin_plan.yaml"
     plan.write_text("name: plugin_50\ngrafts: [{layers: odd, mixer: {name: test_plugin_linear}}]\n")
     argv = [f"base={tiny_models['bert']}", f"plan={plan}", f"text.source={text_file}", *TINY]

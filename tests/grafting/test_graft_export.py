@@ -39,8 +39,18 @@ TINY = [
     "report.min_run_time=0.01",
     "progress=false",
 ]
-FILES = {"grafted.safetensors", "config.json", "plan.yaml", "graft_config.yaml", "report.json",
-         "model.onnx", "reference.safetensors", "export.json", "README.md", "tokenizer.json"}  # fmt: skip
+FILES = {
+    "grafted.safetensors",
+    "config.json",
+    "plan.yaml",
+    "graft_config.yaml",
+    "report.json",
+    "model.onnx",
+    "reference.safetensors",
+    "export.json",
+    "README.md",
+    "tokenizer.json",
+}
 
 
 def onnx_vs_torch(path: Path, model: torch.nn.Module, causal: bool, inputs: dict) -> float:
@@ -68,12 +78,19 @@ def saved_graft(tiny_models, tmp_path: Path, family: str, plan: str) -> Path:
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 1e-2)
-    return grafting.save(tmp_path / f"graft-{family}", model, load_plan(plan), tokenizer=host.tokenizer)  # fmt: skip
+    return grafting.save(
+        tmp_path / f"graft-{family}", model, load_plan(plan), tokenizer=host.tokenizer
+    )
 
 
 def test_encoder_export_end_to_end(tiny_models, text_file, tmp_path, capsys):
     run, out = tmp_path / "run", tmp_path / "export"
-    argv = [f"base={tiny_models['bert']}", "plan=linear_50", f"out={run}", f"text.source={text_file}"]  # fmt: skip
+    argv = [
+        f"base={tiny_models['bert']}",
+        "plan=linear_50",
+        f"out={run}",
+        f"text.source={text_file}",
+    ]
     assert graft_main(argv + TINY) == 0
     assert main([f"run={run}", f"out={out}", "onnx.shape=[1,32]"]) == 0
     assert f"to {out}" in capsys.readouterr().out
@@ -86,14 +103,19 @@ def test_encoder_export_end_to_end(tiny_models, text_file, tmp_path, capsys):
     model, source = grafting.load(out), grafting.load(run)
     x = make_inputs((2, 20), 30522, seed=5, pad=6)
     with torch.no_grad():
-        torch.testing.assert_close(model(**x).last_hidden_state, source(**x).last_hidden_state, rtol=0, atol=0)  # fmt: skip
+        torch.testing.assert_close(
+            model(**x).last_hidden_state, source(**x).last_hidden_state, rtol=0, atol=0
+        )
 
     info = json.loads((out / "export.json").read_text())
     onnx = info["onnx"]
     assert onnx["onnx_max_abs_diff"] <= ONNX_TOLERANCE and onnx["shape"] == [1, 32]
     assert set(onnx["dynamic_axes"].values()) == {"batch", "length"}  # linear attention: both
     # another batch size and length than traced, with padding, checked here independently
-    assert onnx_vs_torch(out / "model.onnx", model, False, make_inputs((3, 20), 30522, 7, 5)) <= ONNX_TOLERANCE  # fmt: skip
+    assert (
+        onnx_vs_torch(out / "model.onnx", model, False, make_inputs((3, 20), 30522, 7, 5))
+        <= ONNX_TOLERANCE
+    )
     ref = load_file(str(out / "reference.safetensors"))
     with torch.no_grad():
         y = HFForward(model, False)(ref["input_ids"], ref["attention_mask"])
@@ -106,10 +128,17 @@ def test_encoder_export_end_to_end(tiny_models, text_file, tmp_path, capsys):
     assert "| 1 | mixer | `linear` |" in card and "grafting.load('.')" in card
     assert "InferenceSession('model.onnx')" in card and f"{onnx['onnx_max_abs_diff']:.3g}" in card
     meta = front_matter(card)  # Hub metadata: the host, tags, fidelity as evaluation results
-    assert meta["base_model"] == str(tiny_models["bert"]) and meta["pipeline_tag"] == "feature-extraction"  # fmt: skip
+    assert (
+        meta["base_model"] == str(tiny_models["bert"])
+        and meta["pipeline_tag"] == "feature-extraction"
+    )
     assert {"grafted", "efficient-attention", "bert", "linear"} <= set(meta["tags"])
     (index,) = meta["model-index"]
-    cosine = [r["metrics"][0]["value"] for r in index["results"] if r["dataset"]["type"] == "sentences" and r["metrics"][0]["type"] == "mean_cosine"]  # fmt: skip
+    cosine = [
+        r["metrics"][0]["value"]
+        for r in index["results"]
+        if r["dataset"]["type"] == "sentences" and r["metrics"][0]["type"] == "mean_cosine"
+    ]
     assert cosine == [report["fidelity"]["sentences"]["mean_cosine"]]
     assert meta["graft"]["grafted"] == ["1.mixer:linear"]
     assert set(meta["graft"]["speedup"]) == {32, 64}
@@ -153,7 +182,10 @@ def test_pooling_mixer_graft_exports_to_onnx(tiny_models, tmp_path):
     # ignores; a pre-norm host shows it (in BERT's post-norm block the LayerNorm after the mixer
     # cancels the per-token scale the bug introduces)
     host = load_host(tiny_models["gpt2"])
-    plan = {"name": "pooling_50", "grafts": [{"layers": "odd", "mixer": {"name": "pooling", "pool_size": 3}}]}  # fmt: skip
+    plan = {
+        "name": "pooling_50",
+        "grafts": [{"layers": "odd", "mixer": {"name": "pooling", "pool_size": 3}}],
+    }
     graft(host.model, host.family, load_plan(plan))
     report = write_onnx(host.model, True, tmp_path / "m.onnx", shape=(1, 16), vocab_size=30522)
     assert report.onnx_max_abs_diff <= ONNX_TOLERANCE and report.notes == []

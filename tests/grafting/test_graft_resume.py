@@ -17,26 +17,42 @@ from grafting.graft import main
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = [
-    "stage1.steps=3", "stage2.steps=300", "stage2.checkpoint_every=5", "text.calib_sentences=8",
-    "text.calib_passages=2", "text.passage_tokens=[64,128]", "text.batch_size=4", "report.sentences=8",
-    "report.passages=2", "report.lengths=[32]", "report.rounds=1", "report.min_run_time=0.01",
-    "report.ood_source=null", "plan=linear_50",
-]  # fmt: skip
+    "stage1.steps=3",
+    "stage2.steps=300",
+    "stage2.checkpoint_every=5",
+    "text.calib_sentences=8",
+    "text.calib_passages=2",
+    "text.passage_tokens=[64,128]",
+    "text.batch_size=4",
+    "report.sentences=8",
+    "report.passages=2",
+    "report.lengths=[32]",
+    "report.rounds=1",
+    "report.min_run_time=0.01",
+    "report.ood_source=null",
+    "plan=linear_50",
+]
 
 
 def weights(out: Path) -> dict[str, torch.Tensor]:
     return load_file(out / "grafted.safetensors")
 
 
-def test_a_killed_graft_resumes_to_the_uninterrupted_result(tiny_models, text_file, tmp_path, capsys) -> None:  # fmt: skip
+def test_a_killed_graft_resumes_to_the_uninterrupted_result(
+    tiny_models, text_file, tmp_path, capsys
+) -> None:
     args = [f"base={tiny_models['bert']}", f"text.source={text_file}", *SMALL]
     assert main([*args, f"out={tmp_path / 'whole'}", "progress=false"]) == 0
 
     out = tmp_path / "killed"
     checkpoint = tmp_path / ".killed-resume" / "checkpoints" / "last.ckpt"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "grafting.graft", *args, f"out={out}", "progress=false"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "grafting.graft", *args, f"out={out}", "progress=false"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 300
     while not checkpoint.is_file() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -62,7 +62,9 @@ def test_lora_adapts_every_host_linear_and_merges_back(tiny_models, family):
     linears = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, Conv1D))]
     assert 0 < len(targets) < len(linears)  # the graft's own linears are left out
     adapters = add_lora(model, skip, rank=2, alpha=4)
-    adapted = {n.removesuffix(".lora_A") for n, _ in adapters.named_modules() if n.endswith(".lora_A")}  # fmt: skip
+    adapted = {
+        n.removesuffix(".lora_A") for n, _ in adapters.named_modules() if n.endswith(".lora_A")
+    }
     assert len(adapted) == len(targets)
     torch.manual_seed(0)
     with torch.no_grad():
@@ -93,7 +95,9 @@ def test_stage1_runs_any_step_count(tmp_path):
     host = load_host("all-MiniLM-L6-v2")
     student = copy.deepcopy(host.model)
     wrappers = graft(student, host.family, load_plan("linear_50"))
-    files = stage1.capture(host.model, host.family, list(wrappers), batches(host.tokenizer, TEXTS[:2], 1, 32), tmp_path)  # fmt: skip
+    files = stage1.capture(
+        host.model, host.family, list(wrappers), batches(host.tokenizer, TEXTS[:2], 1, 32), tmp_path
+    )
     for steps in (1, 10, 11):
         assert stage1.train(wrappers, files, steps=steps, lr=1e-3, progress=False)["steps"] == steps
 
@@ -104,10 +108,24 @@ def test_stage2_runs_any_step_count(tiny_models, tmp_path):
     student = copy.deepcopy(host.model)
     wrappers = graft(student, host.family, load_plan("linear_50"))
     data = batches(host.tokenizer, TEXTS, 2, 32)
-    cfg = {"lr": 1e-3, "train": "grafted", "temperature": 1.0, "mse_weight": 1.0, "accelerator": "cpu"}  # fmt: skip
+    cfg = {
+        "lr": 1e-3,
+        "train": "grafted",
+        "temperature": 1.0,
+        "mse_weight": 1.0,
+        "accelerator": "cpu",
+    }
     for steps in (1, 10, 11):
-        result = stage2.train(host, student, host.model, list(wrappers.values()), data,
-                              {**cfg, "steps": steps}, tmp_path / f"logs{steps}", progress=False)  # fmt: skip
+        result = stage2.train(
+            host,
+            student,
+            host.model,
+            list(wrappers.values()),
+            data,
+            {**cfg, "steps": steps},
+            tmp_path / f"logs{steps}",
+            progress=False,
+        )
         assert result["steps"] == steps
         assert sorted(int(s) for s in _logged_steps(tmp_path / f"logs{steps}"))[-1] < steps
 
@@ -125,15 +143,38 @@ def test_stage2_lora_trains_adapters_and_leaves_the_host_structure(tiny_models, 
     student = copy.deepcopy(host.model)
     wrappers = graft(student, host.family, load_plan("linear_50"))
     before = {k: v.clone() for k, v in student.state_dict().items()}
-    cfg = {"lr": 1e-2, "train": "lora", "lora_rank": 2, "lora_alpha": 4, "steps": 3,
-           "temperature": 1.0, "accelerator": "cpu"}  # fmt: skip
+    cfg = {
+        "lr": 1e-2,
+        "train": "lora",
+        "lora_rank": 2,
+        "lora_alpha": 4,
+        "steps": 3,
+        "temperature": 1.0,
+        "accelerator": "cpu",
+    }
     data = batches(host.tokenizer, TEXTS, 2, 32)
-    result = stage2.train(host, student, host.model, list(wrappers.values()), data, cfg,
-                          tmp_path / "logs", progress=False)  # fmt: skip
+    result = stage2.train(
+        host,
+        student,
+        host.model,
+        list(wrappers.values()),
+        data,
+        cfg,
+        tmp_path / "logs",
+        progress=False,
+    )
     after = student.state_dict()
     assert set(after) == set(before) and result["trainable_params"] > 0
     changed = {k for k in after if not torch.equal(after[k], before[k])}
-    adapted = {f"{n}.weight" for n in lora_targets(student, [*wrappers.values(), student.get_output_embeddings()])}  # fmt: skip
+    adapted = {
+        f"{n}.weight"
+        for n in lora_targets(student, [*wrappers.values(), student.get_output_embeddings()])
+    }
     assert adapted and adapted <= changed  # GPT-2's Conv1D layers included
-    grafted = {f"{n}.{k}" for n, m in student.named_modules() if m in wrappers.values() for k in m.state_dict()}  # fmt: skip
+    grafted = {
+        f"{n}.{k}"
+        for n, m in student.named_modules()
+        if m in wrappers.values()
+        for k in m.state_dict()
+    }
     assert changed <= adapted | grafted

@@ -48,11 +48,24 @@ def test_export_pareto_front_end_to_end(run_dir, tmp_path, capsys) -> None:
     out = tmp_path / "export"
     assert main([f"run={run_dir}", "finetune_steps=2", f"out={out}", *FAST]) == 0
     # one folder per row of pareto.csv: trial 4, on the study's raw front, repeats trial 1's arch
-    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "summary.csv", "trial_0", "trial_1"]  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.yaml",
+        "summary.csv",
+        "trial_0",
+        "trial_1",
+    ]
     rows = {r["trial"]: r for r in csv.DictReader((run_dir / "pareto.csv").open())}
     for n in (0, 1):
         d = out / f"trial_{n}"
-        for name in ("arch.yaml", "model.safetensors", "model.onnx", "model.pt2", "README.md", "export.json", "reference.safetensors"):  # fmt: skip
+        for name in (
+            "arch.yaml",
+            "model.safetensors",
+            "model.onnx",
+            "model.pt2",
+            "README.md",
+            "export.json",
+            "reference.safetensors",
+        ):
             assert (d / name).is_file(), name
         info = json.loads((d / "export.json").read_text())
         assert info["portable"]["onnx_max_abs_diff"] <= 1e-4 and info["training"]["steps"] == 2
@@ -63,14 +76,21 @@ def test_export_pareto_front_end_to_end(run_dir, tmp_path, capsys) -> None:
         assert "fine-tuned 2 steps" in card and info["latency"]["fingerprint_key"] in card
         assert card.startswith("---\n")  # Hub metadata: tags, the task, its metric on val and test
         meta = yaml.safe_load(card.split("---\n", 2)[1])
-        assert {"nas", "efficient-attention", "mqar"} <= set(meta["tags"]) and meta["pipeline_tag"] == "text-generation"  # fmt: skip
+        assert {"nas", "efficient-attention", "mqar"} <= set(meta["tags"]) and meta[
+            "pipeline_tag"
+        ] == "text-generation"
         (index,) = meta["model-index"]
         results = {r["dataset"]["split"]: r["metrics"][0] for r in index["results"]}
         assert results["test"] == {"type": "accuracy", "value": info["after"]["test_metric"]}
         assert results["val"]["value"] == info["after"]["val_metric"]
         assert Arch.load(d / "arch.yaml").signature == info["signature"]
     # a fresh process: the pt2 program needs no platform, load_exported needs no supernet/nas
-    result = subprocess.run([sys.executable, "-c", RELOAD, str(out / "trial_0")], capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", RELOAD, str(out / "trial_0")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 
 
@@ -90,7 +110,9 @@ def test_inherited_weights_equal_the_supernet_subnet(run_dir, tmp_path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(model(x), net.eval()(x), rtol=0, atol=1e-6)
     info = json.loads((out / "trial_1" / "export.json").read_text())
-    assert info["portable"]["dynamic_axes"] == {} and info["weights"] == "inherited from the supernet"  # fmt: skip
+    assert (
+        info["portable"]["dynamic_axes"] == {} and info["weights"] == "inherited from the supernet"
+    )
 
 
 def test_cards_of_trials_off_the_front(run_dir, tmp_path) -> None:
@@ -106,7 +128,11 @@ def test_cards_of_trials_off_the_front(run_dir, tmp_path) -> None:
 
 
 def test_choose_trials(run_dir) -> None:
-    study = optuna.load_study(study_name="s", storage=f"sqlite:///{run_dir / 'study.db'}", sampler=optuna.samplers.RandomSampler())  # fmt: skip
+    study = optuna.load_study(
+        study_name="s",
+        storage=f"sqlite:///{run_dir / 'study.db'}",
+        sampler=optuna.samplers.RandomSampler(),
+    )
     numbers = lambda sel, d="maximize": [t.number for t in choose_trials(study, sel, d)]  # noqa: E731
     assert sorted(t.number for t in study.best_trials) == [0, 1, 4]  # 4 repeats 1's architecture
     assert numbers("pareto") == [0, 1] and numbers("best") == [0] and numbers("fastest") == [1]
@@ -126,7 +152,9 @@ def test_choose_trials(run_dir) -> None:
         (["run=/nonexistent"], "no run.json there"),
     ],
 )
-def test_errors_are_one_line_and_leave_existing_output(run_dir, tmp_path, capsys, args, message) -> None:  # fmt: skip
+def test_errors_are_one_line_and_leave_existing_output(
+    run_dir, tmp_path, capsys, args, message
+) -> None:
     out = tmp_path / "existing"
     out.mkdir()
     (out / "keep.txt").write_text("x")
@@ -159,7 +187,11 @@ def test_load_exported_checks_its_files(tmp_path) -> None:
 def test_pooling_window_sum_exports_to_onnx(tmp_path) -> None:
     """``pooling`` sums windows with avg_pool2d(divisor_override=1), which onnxscript ignores."""
     head = {"kind": "image_cls", "num_classes": 3, "image_size": 4, "patch_size": 2, "in_chans": 1}
-    layer = {"mixer": {"name": "pooling", "pool_size": 3}, "channel": {"name": "mlp", "ratio": 2}, "norm": "layernorm"}  # fmt: skip
+    layer = {
+        "mixer": {"name": "pooling", "pool_size": 3},
+        "channel": {"name": "mlp", "ratio": 2},
+        "norm": "layernorm",
+    }
     model = build_model(Arch.from_dict({"dim": 16, "head_dim": 8, "head": head, "layers": [layer]}))
     report = write_portable(model, torch.randn(1, 1, 4, 4), tmp_path)
     assert report.onnx_max_abs_diff <= 1e-5 and report.dynamic_axes == {0: "batch"}
@@ -172,7 +204,11 @@ def test_image_export_loads_through_timm(tmp_path) -> None:
     from search_spaces.exported import register_timm
 
     head = {"kind": "image_cls", "num_classes": 3, "image_size": 4, "patch_size": 2, "in_chans": 1}
-    layer = {"mixer": {"name": "softmax", "heads": 2}, "channel": {"name": "mlp", "ratio": 2}, "norm": "layernorm"}  # fmt: skip
+    layer = {
+        "mixer": {"name": "softmax", "heads": 2},
+        "channel": {"name": "mlp", "ratio": 2},
+        "norm": "layernorm",
+    }
     model = build_model(Arch.from_dict({"dim": 16, "head_dim": 8, "head": head, "layers": [layer]}))
     save_exported(model, tmp_path)
     name = register_timm(tmp_path)
@@ -183,6 +219,13 @@ def test_image_export_loads_through_timm(tmp_path) -> None:
         torch.testing.assert_close(created(x), model.eval()(x), rtol=0, atol=0)
     with pytest.raises(ValueError, match="fixed.*num_classes.: 5"):
         timm.create_model(name, num_classes=5)
-    save_exported(build_model(Arch.from_dict({**model.arch.to_dict(), "head": {"kind": "lm", "vocab_size": 8, "max_len": 8}})), tmp_path / "lm")  # fmt: skip
+    save_exported(
+        build_model(
+            Arch.from_dict(
+                {**model.arch.to_dict(), "head": {"kind": "lm", "vocab_size": 8, "max_len": 8}}
+            )
+        ),
+        tmp_path / "lm",
+    )
     with pytest.raises(ValueError, match="head.kind='lm'"):
         register_timm(tmp_path / "lm")

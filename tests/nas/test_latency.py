@@ -55,14 +55,26 @@ SPACE = {
     "mixer": {"softmax": {"heads": [2]}, "linear": {"heads": [2], "feature_map": ["elu1"]}},
     "channel": {"mlp": {"ratio": [2]}},
     "references": {
-        "baseline": {"dim": 16, "depth": 2, "mixer": {"name": "softmax", "heads": 2},
-                     "channel": {"name": "mlp", "ratio": 2}},
-        "teacher": {"dim": 24, "depth": 2, "mixer": {"name": "softmax", "heads": 2},
-                    "channel": {"name": "mlp", "ratio": 2}},
-        "smallest": {"dim": 16, "depth": 1, "mixer": {"name": "linear", "heads": 2,
-                     "feature_map": "elu1"}, "channel": {"name": "mlp", "ratio": 2}},
+        "baseline": {
+            "dim": 16,
+            "depth": 2,
+            "mixer": {"name": "softmax", "heads": 2},
+            "channel": {"name": "mlp", "ratio": 2},
+        },
+        "teacher": {
+            "dim": 24,
+            "depth": 2,
+            "mixer": {"name": "softmax", "heads": 2},
+            "channel": {"name": "mlp", "ratio": 2},
+        },
+        "smallest": {
+            "dim": 16,
+            "depth": 1,
+            "mixer": {"name": "linear", "heads": 2, "feature_map": "elu1"},
+            "channel": {"name": "mlp", "ratio": 2},
+        },
     },
-}  # fmt: skip
+}
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +96,18 @@ def test_example_input_and_latency_arch() -> None:
     raised = latency_arch(ARCH, SHAPE)
     assert raised.head.max_len == 24 and raised.layers == ARCH.layers
     assert latency_arch(ARCH, (2, 8)) is ARCH  # within max_len: unchanged
-    image = Arch.from_dict({**ARCH.to_dict(), "head": {"kind": "image_cls", "num_classes": 3,
-                            "image_size": 8, "patch_size": 4, "in_chans": 3}})  # fmt: skip
+    image = Arch.from_dict(
+        {
+            **ARCH.to_dict(),
+            "head": {
+                "kind": "image_cls",
+                "num_classes": 3,
+                "image_size": 8,
+                "patch_size": 4,
+                "in_chans": 3,
+            },
+        }
+    )
     assert example_input(image, (2, 3, 16, 16)).dtype == torch.float32
     assert latency_arch(image, (2, 3, 16, 16)).head.image_size == 16
     for bad_arch, bad_shape in ((ARCH, (1, 2, 3)), (ARCH, (1, 0)), (image, (1, 3, 16, 8))):
@@ -156,8 +178,23 @@ def test_cache_hit_across_processes(tmp_path: Path) -> None:
 
 
 def _fake_record(arch: str, value: float) -> LatencyRecord:
-    return LatencyRecord(arch, "ref", "dev", SHAPE, value, 2 * value, 0.5, 0.1, 7, 1024, 10, 20,
-                         "measured", {"threads": 1}, 0.0)  # fmt: skip
+    return LatencyRecord(
+        arch,
+        "ref",
+        "dev",
+        SHAPE,
+        value,
+        2 * value,
+        0.5,
+        0.1,
+        7,
+        1024,
+        10,
+        20,
+        "measured",
+        {"threads": 1},
+        0.0,
+    )
 
 
 def _writer(path: str, name: str, barrier) -> None:
@@ -226,8 +263,16 @@ def test_modes_give_the_right_source(space: SearchSpace, table: LatencyTable, tm
         cached_latency(arch, ref, SHAPE, mode="predicted", table=table, threads=2)
     with pytest.raises(ValueError, match="mode"):
         cached_latency(arch, ref, SHAPE, mode="guessed", table=table, threads=1)
-    estimator = LatencyEstimator(ref, SHAPE, cache=cache, mode="predicted+verify", table=table,
-                                 threads=1, repeats=3, min_run_time=0.002)  # fmt: skip
+    estimator = LatencyEstimator(
+        ref,
+        SHAPE,
+        cache=cache,
+        mode="predicted+verify",
+        table=table,
+        threads=1,
+        repeats=3,
+        min_run_time=0.002,
+    )
     assert estimator(space.teacher())[0].latency_source == "predicted"
     assert estimator.verify(arch) == (verified, True)
 
@@ -256,8 +301,11 @@ def test_cli_bad_arch_files_are_one_line_errors(capsys, tmp_path: Path) -> None:
     malformed.write_text("dim: [1, 2\nlayers: {")
     invalid = tmp_path / "invalid.yaml"
     invalid.write_text(yaml.safe_dump({**ARCH.to_dict(), "dim": -1}))
-    cases = {tmp_path / "missing.yaml": "missing.yaml", malformed: "not valid YAML",
-             invalid: "Arch.dim"}  # fmt: skip
+    cases = {
+        tmp_path / "missing.yaml": "missing.yaml",
+        malformed: "not valid YAML",
+        invalid: "Arch.dim",
+    }
     for path, message in cases.items():
         code, out, err = _cli(capsys, f"arch_file={path}")
         assert code == 2 and out == ""
@@ -286,9 +334,16 @@ def test_cli_measures_and_builds_a_table(capsys, tmp_path: Path) -> None:
     assert code == 0 and ARCH.signature in out and "median ms" in out and "max_len" in out
     space_file = tmp_path / "tiny.yaml"
     space_file.write_text(yaml.safe_dump(SPACE))
-    code, out, _ = _cli(capsys, f"+space={space_file}", "build_table=true", f"arch_file={arch_file}",
-                        f"cache_dir={tmp_path}", "table.rounds=1", "table.block_time=0.001",
-                        *fast)  # fmt: skip
+    code, out, _ = _cli(
+        capsys,
+        f"+space={space_file}",
+        "build_table=true",
+        f"arch_file={arch_file}",
+        f"cache_dir={tmp_path}",
+        "table.rounds=1",
+        "table.block_time=0.001",
+        *fast,
+    )
     assert code == 0 and "mixer softmax heads=2" in out and "D=24" in out
     assert f"predicted arch {ARCH.signature}" in out
     assert len(list(tmp_path.glob("latency-table-tiny-*.json"))) == 1
@@ -296,9 +351,13 @@ def test_cli_measures_and_builds_a_table(capsys, tmp_path: Path) -> None:
 
 def test_estimator_for_space_keeps_table_and_cache_together(space: SearchSpace, tmp_path) -> None:
     estimator = LatencyEstimator.for_space(
-        space, SHAPE, directory=tmp_path, mode="predicted", threads=1,
+        space,
+        SHAPE,
+        directory=tmp_path,
+        mode="predicted",
+        threads=1,
         table_options={"rounds": 1},
-    )  # fmt: skip
+    )
     assert estimator.reference == space.baseline() and estimator.table is not None
     assert estimator.cache.path == tmp_path / "latency.sqlite"
     assert len(list(tmp_path.glob("latency-table-tiny-*.json"))) == 1

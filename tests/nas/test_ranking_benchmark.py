@@ -35,8 +35,12 @@ def test_ranking_dry_run_and_reuse_of_standalone_results(tmp_path, capsys):
     assert "s at 2 thread(s). Supernet score" in capsys.readouterr().out
     rows = _rows(first / "ranking.csv")
     assert len(rows) == 5 and {r["type"] for r in rows} == {
-        "softmax", "sqa", "linear", "sliding_window", "ssm"
-    }  # fmt: skip
+        "softmax",
+        "sqa",
+        "linear",
+        "sliding_window",
+        "ssm",
+    }
     capsys.readouterr()
     assert (
         main([*common, "--out", str(second), "--standalone-from", str(first / "ranking.csv")]) == 0
@@ -51,8 +55,20 @@ def test_ranking_dry_run_and_reuse_of_standalone_results(tmp_path, capsys):
         (r["signature"], r["standalone"]) for r in rows
     ]
     tuned = tmp_path / "tuned"  # scored after 2 fine-tuning steps from the supernet's weights
-    assert main([*common, "--out", str(tuned), "--finetune-steps", "2",
-                 "--standalone-from", str(first / "ranking.csv")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                *common,
+                "--out",
+                str(tuned),
+                "--finetune-steps",
+                "2",
+                "--standalone-from",
+                str(first / "ranking.csv"),
+            ]
+        )
+        == 0
+    )
     assert "fine-tuned 2 steps" in capsys.readouterr().out
     assert all(0.0 <= float(r["inherited"]) <= 1.0 for r in _rows(tuned / "ranking.csv"))
     budget = {k: rows[0][k] for k in BUDGET_KEYS}
@@ -63,27 +79,68 @@ def test_ranking_dry_run_and_reuse_of_standalone_results(tmp_path, capsys):
     # a CSV written before the batch column: trained with the task's batch size (16 here)
     old = tmp_path / "old.csv"
     with old.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k != "standalone_batch"], extrasaction="ignore")  # fmt: skip
+        writer = csv.DictWriter(
+            f, fieldnames=[k for k in rows[0] if k != "standalone_batch"], extrasaction="ignore"
+        )
         writer.writeheader()
         writer.writerows(rows)
     assert len(load_standalone(str(old), budget)) == 5
     # the ceiling: every arch trained again with its budget and another seed
     ceiling = tmp_path / "ceiling.csv"
-    assert ceiling_main(["--from", str(first / "ranking.csv"), "--seed", "1", "--workers", "1",
-                         "--bootstrap", "50", "--out", str(ceiling), "--no-write"]) == 0  # fmt: skip
+    assert (
+        ceiling_main(
+            [
+                "--from",
+                str(first / "ranking.csv"),
+                "--seed",
+                "1",
+                "--workers",
+                "1",
+                "--bootstrap",
+                "50",
+                "--out",
+                str(ceiling),
+                "--no-write",
+            ]
+        )
+        == 0
+    )
     assert "stand-alone seed 1 vs seed 0" in capsys.readouterr().out
     pairs = _rows(ceiling)
     assert [float(r["first"]) for r in pairs] == [float(r["standalone"]) for r in rows]
     assert all(0.0 <= float(r["second"]) <= 1.0 and float(r["second_seconds"]) > 0 for r in pairs)
     # the second runs reused from that CSV: nothing trained, the same pairs
     again = tmp_path / "again.csv"
-    assert ceiling_main(["--from", str(first / "ranking.csv"), "--second-from", str(ceiling),
-                         "--bootstrap", "50", "--out", str(again), "--no-write"]) == 0  # fmt: skip
+    assert (
+        ceiling_main(
+            [
+                "--from",
+                str(first / "ranking.csv"),
+                "--second-from",
+                str(ceiling),
+                "--bootstrap",
+                "50",
+                "--out",
+                str(again),
+                "--no-write",
+            ]
+        )
+        == 0
+    )
     assert "supernet vs mean of both" in capsys.readouterr().out
     assert _rows(again) == pairs
     with pytest.raises(ValueError, match="other archs, first results or seed"):
-        ceiling_main(["--from", str(first / "ranking.csv"), "--second-from", str(ceiling),
-                      "--seed", "2", "--no-write"])  # fmt: skip
+        ceiling_main(
+            [
+                "--from",
+                str(first / "ranking.csv"),
+                "--second-from",
+                str(ceiling),
+                "--seed",
+                "2",
+                "--no-write",
+            ]
+        )
     with pytest.raises(ValueError, match="trained with that seed"):
         ceiling_main(["--from", str(first / "ranking.csv"), "--seed", "0", "--no-write"])
 

@@ -18,9 +18,17 @@ NAMES = ["val loss", "latency / baseline"]
 
 def attrs(arch, metric: float, ratio: float, **extra) -> dict:
     """The user attributes ``nas.study.Scorer`` stores on a trial."""
-    return {"arch": arch.to_dict(), "signature": arch.signature, "val_metric": metric,
-            "latency_ms": 10 * ratio, "latency_ratio": ratio, "latency_source": "measured",
-            "params": 1000, "flops": 2000, **extra}  # fmt: skip
+    return {
+        "arch": arch.to_dict(),
+        "signature": arch.signature,
+        "val_metric": metric,
+        "latency_ms": 10 * ratio,
+        "latency_ratio": ratio,
+        "latency_source": "measured",
+        "params": 1000,
+        "flops": 2000,
+        **extra,
+    }
 
 
 def add(study: optuna.Study, arch, metric: float, ratio: float, constraints=None, **extra) -> None:

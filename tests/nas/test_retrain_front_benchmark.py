@@ -15,12 +15,26 @@ from nas.tasks import get_task
 from search_spaces import Arch
 
 TINY_CHARLM = [
-    "+space=efficient_attn", "task=charlm", "task.texts=[alice_in_wonderland]", "task.seq_len=32",
-    "task.batch_size=8", "task.latency_shape=[1,32]", "train.max_steps=2", "train.teacher_steps=1",
-    "train.val_every=1", "train.batch_size=8", "train.limit_val_batches=1", "report.val_batches=1",
-    "report.random_subnets=0", "report.plots=false", "report.test_batches=1",
-    "search.val_batches=1", "search.n_trials=6", "latency.repeats=1", "latency.min_run_time=0.01",
-]  # fmt: skip
+    "+space=efficient_attn",
+    "task=charlm",
+    "task.texts=[alice_in_wonderland]",
+    "task.seq_len=32",
+    "task.batch_size=8",
+    "task.latency_shape=[1,32]",
+    "train.max_steps=2",
+    "train.teacher_steps=1",
+    "train.val_every=1",
+    "train.batch_size=8",
+    "train.limit_val_batches=1",
+    "report.val_batches=1",
+    "report.random_subnets=0",
+    "report.plots=false",
+    "report.test_batches=1",
+    "search.val_batches=1",
+    "search.n_trials=6",
+    "latency.repeats=1",
+    "latency.min_run_time=0.01",
+]
 
 
 def test_retrain_front_dry_run(tmp_path, monkeypatch, capsys) -> None:

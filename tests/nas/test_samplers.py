@@ -21,7 +21,7 @@ EXPECTED = {
     "tpe": lambda seed, n: optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True),
     "nsga2": lambda seed, n: optuna.samplers.NSGAIISampler(
         population_size=max(4, n // 4), seed=seed
-    ),  # fmt: skip
+    ),
     "random": lambda seed, n: optuna.samplers.RandomSampler(seed=seed),
     "gp": lambda seed, n: optuna.samplers.GPSampler(seed=seed),
 }

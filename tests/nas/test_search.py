@@ -20,17 +20,34 @@ from search_spaces import Arch
 from search_spaces.space import load_space
 
 TINY = [
-    "task=mqar", "train.max_steps=2", "train.teacher_steps=1", "train.val_every=1", "train.batch_size=8", "train.limit_val_batches=1",
-    "report.val_batches=1", "report.random_subnets=0", "report.plots=false",
-    "task.num_train=32", "task.num_val=16", "task.num_test=16",
-    "search.val_batches=1", "latency.shape=[1,32]", "latency.repeats=1",
+    "task=mqar",
+    "train.max_steps=2",
+    "train.teacher_steps=1",
+    "train.val_every=1",
+    "train.batch_size=8",
+    "train.limit_val_batches=1",
+    "report.val_batches=1",
+    "report.random_subnets=0",
+    "report.plots=false",
+    "task.num_train=32",
+    "task.num_val=16",
+    "task.num_test=16",
+    "search.val_batches=1",
+    "latency.shape=[1,32]",
+    "latency.repeats=1",
     "latency.min_run_time=0.01",
-]  # fmt: skip
+]
 
 
 def tiny(tmp_path: Path, *extra: str, trials: int = 4) -> list[str]:
-    return ["+space=efficient_attn", *TINY, f"search.n_trials={trials}",
-            f"run_dir={tmp_path / 'run'}", f"latency.cache_dir={tmp_path / 'lat'}", *extra]  # fmt: skip
+    return [
+        "+space=efficient_attn",
+        *TINY,
+        f"search.n_trials={trials}",
+        f"run_dir={tmp_path / 'run'}",
+        f"latency.cache_dir={tmp_path / 'lat'}",
+        *extra,
+    ]
 
 
 def completed(run_dir: Path) -> list[optuna.trial.FrozenTrial]:
@@ -163,8 +180,9 @@ def test_resume_after_a_kill(tmp_path) -> None:
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(tmp_path)])}
     argv = tiny(tmp_path, "search.callbacks=[kill_hook.kill]", trials=6)
-    proc = subprocess.run([sys.executable, "-m", "nas.search", *argv], env=env,
-                          capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "nas.search", *argv], env=env, capture_output=True, text=True
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert len(completed(tmp_path / "run")) == 2
     run_search(compose(tiny(tmp_path, trials=4)))
@@ -187,7 +205,9 @@ def test_default_task_is_charlm_and_preset_mqar_restores_the_recall_recipe() -> 
     assert recall.train.batch_size == 64 and recall.train.max_steps == 1100
 
 
-def test_a_trial_that_raises_is_recorded_and_the_search_goes_on(tmp_path, monkeypatch, capsys) -> None:  # fmt: skip
+def test_a_trial_that_raises_is_recorded_and_the_search_goes_on(
+    tmp_path, monkeypatch, capsys
+) -> None:
     """An operator rejecting a shape, a NaN loss, out of memory: the trial is failed with its
     reason, the next trials run, the study reaches its budget and the report counts failures."""
     from nas.study import Scorer
@@ -206,6 +226,8 @@ def test_a_trial_that_raises_is_recorded_and_the_search_goes_on(tmp_path, monkey
     study = optuna.load_study(study_name=info["study_name"], storage=info["storage"])
     failed = study.get_trials(states=(optuna.trial.TrialState.FAIL,))
     assert len(completed(tmp_path / "run")) == 4 and len(failed) == 2
-    assert {t.user_attrs["error"] for t in failed} == {"RuntimeError: CUDA out of memory (simulated)"}  # fmt: skip
+    assert {t.user_attrs["error"] for t in failed} == {
+        "RuntimeError: CUDA out of memory (simulated)"
+    }
     out, err = capsys.readouterr()
     assert "2 trials failed and were skipped" in out and "Traceback" not in err

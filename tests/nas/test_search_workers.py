@@ -22,10 +22,19 @@ from nas.study import pareto_trials
 from nas.train_supernet import main as train_supernet
 
 TINY = [
-    "+space=efficient_attn", "task=mqar", "train.max_steps=2", "train.teacher_steps=1", "train.val_every=1",
-    "train.batch_size=8", "train.limit_val_batches=1", "report.val_batches=1", "report.random_subnets=0",
-    "task.num_train=32", "task.num_val=16", "task.num_test=16",
-]  # fmt: skip
+    "+space=efficient_attn",
+    "task=mqar",
+    "train.max_steps=2",
+    "train.teacher_steps=1",
+    "train.val_every=1",
+    "train.batch_size=8",
+    "train.limit_val_batches=1",
+    "report.val_batches=1",
+    "report.random_subnets=0",
+    "task.num_train=32",
+    "task.num_val=16",
+    "task.num_test=16",
+]
 SEARCH = ["report.plots=false", "search.val_batches=1", "latency.shape=[1,32]", "latency.repeats=1"]
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,16 +47,25 @@ def supernet_dir(tmp_path_factory) -> Path:
     return out
 
 
-def start_worker(tmp_path: Path, name: str, supernet: Path, storage: str, *extra: str,
-                 cache: str = "latency"):  # fmt: skip
+def start_worker(
+    tmp_path: Path, name: str, supernet: Path, storage: str, *extra: str, cache: str = "latency"
+):
     """A worker process; workers share the latency cache unless given their own ``cache``."""
-    argv = [*TINY, *SEARCH, f"supernet_path={supernet}", f"search.storage={storage}",
-            "search.study_name=shared", f"run_dir={tmp_path / name}",
-            f"latency.cache_dir={tmp_path / cache}", *extra]  # fmt: skip
+    argv = [
+        *TINY,
+        *SEARCH,
+        f"supernet_path={supernet}",
+        f"search.storage={storage}",
+        "search.study_name=shared",
+        f"run_dir={tmp_path / name}",
+        f"latency.cache_dir={tmp_path / cache}",
+        *extra,
+    ]
     log = (tmp_path / f"{name}.log").open("w")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "nas.search", *argv], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nas.search", *argv], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     proc.log_path = tmp_path / f"{name}.log"
     return proc
 
@@ -69,9 +87,11 @@ def overlapping_duplicates(done: list[optuna.trial.FrozenTrial]) -> list[tuple[i
         (a.number, b.number)
         for a in done
         for b in done
-        if a.number < b.number and a.params == b.params
-        and a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
-    ]  # fmt: skip
+        if a.number < b.number
+        and a.params == b.params
+        and a.datetime_start < b.datetime_complete
+        and b.datetime_start < a.datetime_complete
+    ]
 
 
 @pytest.mark.postgres
@@ -112,19 +132,29 @@ def wait_for(condition, proc, seconds: float = 300) -> None:
 @pytest.mark.postgres
 def test_a_worker_killed_mid_trial_has_its_trial_retried(tmp_path, postgres, supernet_dir) -> None:
     url, n, interval = postgres.new_database(), 20, 1
-    slow = [f"search.n_trials={n}", f"search.heartbeat_interval={interval}",
-            "latency.min_run_time=1.0"]  # fmt: skip
+    slow = [
+        f"search.n_trials={n}",
+        f"search.heartbeat_interval={interval}",
+        "latency.min_run_time=1.0",
+    ]
     # own latency caches: every trial measures (a cached latency would make a trial too short)
     victim = start_worker(tmp_path, "victim", supernet_dir, url, *slow, cache="victim-latency")
     survivor = start_worker(tmp_path, "survivor", supernet_dir, url, *slow, cache="surv-latency")
-    wait_for(lambda: any(t.user_attrs.get("worker", "").endswith(f":{survivor.pid}")
-                         for t in trials(url, TrialState.COMPLETE)), survivor)  # fmt: skip
+    wait_for(
+        lambda: any(
+            t.user_attrs.get("worker", "").endswith(f":{survivor.pid}")
+            for t in trials(url, TrialState.COMPLETE)
+        ),
+        survivor,
+    )
 
     def victim_mid_trial() -> bool:  # its trial started 0.3-0.8 s ago: it lasts over a second
         now = time.time()
-        return any(t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
-                   and 0.3 < now - t.datetime_start.timestamp() < 0.8
-                   for t in trials(url, TrialState.RUNNING))  # fmt: skip
+        return any(
+            t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
+            and 0.3 < now - t.datetime_start.timestamp() < 0.8
+            for t in trials(url, TrialState.RUNNING)
+        )
 
     wait_for(victim_mid_trial, victim)
     killed_at = time.time()
@@ -147,7 +177,9 @@ def test_a_worker_killed_mid_trial_has_its_trial_retried(tmp_path, postgres, sup
 
 def test_two_workers_share_a_journal_file(tmp_path, supernet_dir) -> None:
     url, n = f"journal:///{tmp_path / 'study.log'}", 8
-    workers = [start_worker(tmp_path, f"w{i}", supernet_dir, url, f"search.n_trials={n}") for i in range(2)]  # fmt: skip
+    workers = [
+        start_worker(tmp_path, f"w{i}", supernet_dir, url, f"search.n_trials={n}") for i in range(2)
+    ]
     for proc in workers:
         finish(proc)
     done = trials(url, TrialState.COMPLETE)

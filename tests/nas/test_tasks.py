@@ -244,7 +244,10 @@ def test_register_task_makes_a_class_available_by_name() -> None:
             register_task("counting_registered")(CountingTask)
     finally:
         TASKS.remove("counting_registered")
-    with pytest.raises(ValueError, match=r"^unknown task 'counting_registered'; valid names: charlm, digits, listops, mqar$"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"^unknown task 'counting_registered'; valid names: charlm, digits, listops, mqar$",
+    ):
         get_task_class("counting_registered")
 
 
@@ -341,7 +344,9 @@ def test_contract_batches_model_metric_and_latency_input(any_task: Task) -> None
     n_wrong = int(wrong.sum())
     n_right = count - n_wrong
     assert count == len(scored) and 0 < n_wrong < count
-    nats = n_right * math.log1p((classes - 1) * math.exp(-3)) + n_wrong * math.log(math.exp(3) + classes - 1)  # fmt: skip
+    nats = n_right * math.log1p((classes - 1) * math.exp(-3)) + n_wrong * math.log(
+        math.exp(3) + classes - 1
+    )
     expected = {"accuracy": n_right, "bpc": nats / math.log(2)}[any_task.metric_name]
     assert num == pytest.approx(expected, rel=1e-5)
 

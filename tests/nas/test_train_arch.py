@@ -9,14 +9,25 @@ from nas.tasks import get_task
 from nas.train_arch import init_model, train_from_scratch, train_model, warmup_cosine
 from search_spaces import Arch
 
-TASK = {"name": "mqar", "num_train": 256, "num_val": 64, "num_test": 64, "batch_size": 16,
-        "latency_shape": [1, 64]}  # fmt: skip
+TASK = {
+    "name": "mqar",
+    "num_train": 256,
+    "num_val": 64,
+    "num_test": 64,
+    "batch_size": 16,
+    "latency_shape": [1, 64],
+}
 
 
 def tiny_arch(task, mixer: str = "softmax") -> Arch:
-    layer = {"mixer": {"name": mixer, "heads": 2}, "channel": {"name": "mlp", "ratio": 2},
-             "norm": {"name": "layernorm"}}  # fmt: skip
-    return Arch.from_dict({"dim": 32, "head_dim": 16, "head": task.head().to_dict(), "layers": [layer] * 2})  # fmt: skip
+    layer = {
+        "mixer": {"name": mixer, "heads": 2},
+        "channel": {"name": "mlp", "ratio": 2},
+        "norm": {"name": "layernorm"},
+    }
+    return Arch.from_dict(
+        {"dim": 32, "head_dim": 16, "head": task.head().to_dict(), "layers": [layer] * 2}
+    )
 
 
 def batch_loss(model, task) -> float:
@@ -29,7 +40,9 @@ def test_loss_decreases_on_mqar(tmp_path) -> None:
     task = get_task(TASK)
     model = init_model(tiny_arch(task), seed=0)
     before = batch_loss(model, task)
-    result = train_model(model, task, max_steps=30, lr=3e-3, progress=False, val_every=15, out=tmp_path)  # fmt: skip
+    result = train_model(
+        model, task, max_steps=30, lr=3e-3, progress=False, val_every=15, out=tmp_path
+    )
     assert result["steps"] == 30 and result["metric"] == "accuracy"
     assert 0.0 <= result["val_metric"] <= 1.0 and result["seconds"] > 0
     assert batch_loss(model, task) < before - 0.3, (before, result)
@@ -45,7 +58,10 @@ def test_same_seed_same_weights_other_seed_differs() -> None:
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
     assert ra == {**rb, "seconds": ra["seconds"]}
-    assert any(not torch.equal(x, z) for x, z in zip(a.state_dict().values(), c.state_dict().values(), strict=True))  # fmt: skip
+    assert any(
+        not torch.equal(x, z)
+        for x, z in zip(a.state_dict().values(), c.state_dict().values(), strict=True)
+    )
 
 
 def test_data_order_depends_on_seed_only() -> None:

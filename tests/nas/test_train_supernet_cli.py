@@ -8,10 +8,19 @@ from nas.train_supernet import main
 from supernet.io import load_supernet
 
 TINY = [
-    "+space=efficient_attn", "task=mqar", "train.max_steps=4", "train.teacher_steps=1", "train.val_every=2", "train.batch_size=8",
-    "train.limit_val_batches=1", "report.val_batches=1", "report.random_subnets=1",
-    "task.num_train=64", "task.num_val=16", "task.num_test=16",
-]  # fmt: skip
+    "+space=efficient_attn",
+    "task=mqar",
+    "train.max_steps=4",
+    "train.teacher_steps=1",
+    "train.val_every=2",
+    "train.batch_size=8",
+    "train.limit_val_batches=1",
+    "report.val_batches=1",
+    "report.random_subnets=1",
+    "task.num_train=64",
+    "task.num_val=16",
+    "task.num_test=16",
+]
 
 
 def test_train_writes_outputs_and_resumes(tmp_path, capsys) -> None:

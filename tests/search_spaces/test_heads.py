@@ -51,7 +51,9 @@ def test_register_head_is_found_by_kind_and_builds() -> None:
             Arch.from_dict({"dim": 16, "head": {**head, "num_classes": 0}, "layers": [layer]})
     finally:
         HEADS.remove("last_cls")
-    with pytest.raises(ValueError, match=r"^unknown head kind 'last_cls'; valid names: image_cls, lm, seq_cls$"):  # fmt: skip
+    with pytest.raises(
+        ValueError, match=r"^unknown head kind 'last_cls'; valid names: image_cls, lm, seq_cls$"
+    ):
         get_head("last_cls")
 
 

@@ -47,7 +47,7 @@ def dense_reference(op: SlidingWindowLinearAttention, x: torch.Tensor, pm: torch
         (False, 4, 3),
         (True, 1, 37),
         (True, 3, 41),
-    ],  # fmt: skip
+    ],
 )
 def test_equals_dense_reference_with_padding(causal: bool, sinks: int, L: int) -> None:
     torch.manual_seed(0)

@@ -81,9 +81,12 @@ def test_plugin_operator_passes_the_contract(plugin_ops) -> None:
         {
             "dim": DIM,
             "head": {"kind": "lm", "vocab_size": 16, "max_len": 32},
-            "layers": [{"mixer": "test_shift", "channel": "mlp"}, {"mixer": "softmax", "channel": "mlp"}],
+            "layers": [
+                {"mixer": "test_shift", "channel": "mlp"},
+                {"mixer": "softmax", "channel": "mlp"},
+            ],
         }
-    )  # fmt: skip
+    )
     assert arch.plugin_modules == [__name__]  # what an export tells its users to import
 
 
@@ -100,9 +103,16 @@ def test_broken_plugin_operator_fails_with_a_clear_message(plugin_ops) -> None:
 def test_every_issue_operator_is_registered() -> None:
     ops = list_ops()
     assert set(ops["mixer"]) >= {
-        "softmax", "sqa", "linear", "sliding_window", "ssm",
-        "pooling", "gated_conv", "glu_mixer", "identity",
-    }  # fmt: skip
+        "softmax",
+        "sqa",
+        "linear",
+        "sliding_window",
+        "ssm",
+        "pooling",
+        "gated_conv",
+        "glu_mixer",
+        "identity",
+    }
     assert set(ops["channel"]) >= {"mlp", "glu", "swiglu", "geglu", "reglu"}
     assert set(ops["norm"]) >= {"layernorm", "rmsnorm", "crmsnorm", "batchnorm"}
 

@@ -74,10 +74,18 @@ def make_module(seed: int = 0, max_steps: int = 8) -> SupernetModule:
 
 def fit(module: SupernetModule, steps: int, ckpt_dir, resume: bool = False) -> None:
     trainer = L.Trainer(
-        max_steps=steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
-        limit_val_batches=0, num_sanity_val_steps=0, accelerator="cpu", deterministic=True,
-        callbacks=[ModelCheckpoint(dirpath=ckpt_dir, save_last=True, every_n_train_steps=3, save_top_k=0)],
-    )  # fmt: skip
+        max_steps=steps,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        deterministic=True,
+        callbacks=[
+            ModelCheckpoint(dirpath=ckpt_dir, save_last=True, every_n_train_steps=3, save_top_k=0)
+        ],
+    )
     loader = resumable_loader(copy_task_loader(), steps, lambda: module.global_step, seed=0)
     trainer.fit(module, loader, ckpt_path=str(ckpt_dir / "last.ckpt") if resume else None)
 
@@ -135,9 +143,16 @@ def test_each_mixer_teacher_logs_its_task_loss() -> None:
     """``train/teacher_<mixer>_loss`` shows whether each operator learns the task on its own."""
     module = make_module(max_steps=4)
     module.teacher_steps, module.mixer_teachers = 1, True
-    trainer = L.Trainer(max_steps=4, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        limit_val_batches=0, num_sanity_val_steps=0, accelerator="cpu",
-                        enable_checkpointing=False)  # fmt: skip
+    trainer = L.Trainer(
+        max_steps=4,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        enable_checkpointing=False,
+    )
     trainer.fit(module, resumable_loader(copy_task_loader(), 4, lambda: module.global_step, seed=0))
     logged = {k for k in trainer.callback_metrics if k.startswith("train/teacher_")}
     assert logged == {

@@ -41,7 +41,10 @@ def test_train_writes_a_loadable_teacher(trained):
     assert expected | {"config.yaml", "logs"} <= names
     report = json.loads((trained / "train.json").read_text())
     assert report["steps"] == 3 and report["seed"] == 0 and report["early_step"] == 1
-    assert report["image_steps"] == 24 and report["train_flops"] == 3 * 24 * report["forward_flops_per_image"]  # fmt: skip
+    assert (
+        report["image_steps"] == 24
+        and report["train_flops"] == 3 * 24 * report["forward_flops_per_image"]
+    )
     assert report["final_loss"] > 0 and report["wall_seconds"] > 0 and report["params"] > 10_000
     teacher, early = load_dit(trained), load_dit(trained / "early")
     assert teacher.config.depth == 1 and teacher.config.hidden_size == 32
@@ -93,7 +96,13 @@ def test_metric_cli(trained, tmp_path, capsys, monkeypatch):
     quick = metric.train_classifier
     monkeypatch.setattr(metric, "train_classifier", lambda **kw: quick(**{**kw, "epochs": 1}))
     out = tmp_path / "metric.json"
-    argv = [f"base={trained}", "per_class=2", "steps=2", f"out={out}", f"classifier={tmp_path / 'c.safetensors'}"]  # fmt: skip
+    argv = [
+        f"base={trained}",
+        "per_class=2",
+        "steps=2",
+        f"out={out}",
+        f"classifier={tmp_path / 'c.safetensors'}",
+    ]
     assert metric.main(argv) == 0
     result = json.loads(out.read_text())
     assert result["samples"] == 20 and 0 <= result["accuracy"] <= 1 and result["frechet"] > 0
@@ -109,7 +118,7 @@ def test_metric_cli(trained, tmp_path, capsys, monkeypatch):
         ("grafting.dit.train", "ema_decay"),
         ("grafting.dit.sample", "cfg_scale"),
         ("grafting.dit.metric", "per_class"),
-    ],  # fmt: skip
+    ],
 )
 def test_help_and_cfg_job(module, key, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

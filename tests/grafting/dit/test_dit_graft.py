@@ -24,7 +24,13 @@ from grafting.plan import GraftPlan, load_plan
 from grafting.surgery import graft
 from tests.grafting.dit.tiny import dit_inputs, random_dit
 
-DIT_PLANS = ["dit_gated_conv_50", "dit_swa_50", "dit_linear_50", "dit_mlp_half", "dit_softmax_fresh_50"]  # fmt: skip
+DIT_PLANS = [
+    "dit_gated_conv_50",
+    "dit_swa_50",
+    "dit_linear_50",
+    "dit_mlp_half",
+    "dit_softmax_fresh_50",
+]
 
 
 def test_softmax_self_graft_is_exact():
@@ -34,7 +40,7 @@ def test_softmax_self_graft_is_exact():
         {
             "name": "self",
             "grafts": [{"layers": "all", "mixer": {"name": "softmax"}, "mlp": {"name": "host"}}],
-        }  # fmt: skip
+        }
     )
     student = copy.deepcopy(model)
     graft(student, get_family(model.config), plan)
@@ -149,7 +155,13 @@ def test_graft_cli_end_to_end_and_reload(teacher, tmp_path, capsys):
 
     exported = tmp_path / "export"
     assert export_main([f"run={out}", f"out={exported}"]) == 0
-    for name in ("model.onnx", "reference.safetensors", "export.json", "README.md", "side_by_side.png"):  # fmt: skip
+    for name in (
+        "model.onnx",
+        "reference.safetensors",
+        "export.json",
+        "README.md",
+        "side_by_side.png",
+    ):
         assert (exported / name).is_file()
     assert json.loads((exported / "export.json").read_text())["onnx"]["onnx_max_abs_diff"] < 1e-3
     card = (exported / "README.md").read_text()

@@ -65,7 +65,9 @@ def test_original_train_checkpoint_loads_its_ema(model, tmp_path):
     other = DiT(CONFIG)
     path = tmp_path / "0400000.pt"
     args = argparse.Namespace(model="DiT-tiny", image_size=16)  # train.py saves its args too
-    torch.save({"model": other.state_dict(), "ema": model.state_dict(), "opt": {}, "args": args}, path)  # fmt: skip
+    torch.save(
+        {"model": other.state_dict(), "ema": model.state_dict(), "opt": {}, "args": args}, path
+    )
     assert torch.equal(outputs(load_dit(path, num_heads=4)), outputs(model))
 
 

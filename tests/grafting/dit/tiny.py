@@ -21,4 +21,8 @@ def random_dit(seed: int = 0) -> DiT:
 def dit_inputs(n: int = 3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(x, t, y)`` for ``random_dit``: ``n`` (at most 3) noisy images, timesteps and classes."""
     g = torch.Generator().manual_seed(1)
-    return torch.randn(n, 1, 16, 16, generator=g), torch.tensor([1, 500, 999])[:n], torch.tensor([0, 3, 10])[:n]  # fmt: skip
+    return (
+        torch.randn(n, 1, 16, 16, generator=g),
+        torch.tensor([1, 500, 999])[:n],
+        torch.tensor([0, 3, 10])[:n],
+    )

@@ -56,7 +56,11 @@ def test_every_piece_is_trained_and_equals_stage1_of_that_operator_alone(built):
     assert library.meta["signature"] == space.signature(2)
     # the reference: an ordinary graft of linear attention into layer 1 only, stage 1 alone
     student = copy.deepcopy(host.model)
-    wrappers = graft(student, host.family, load_plan({"grafts": [{"layers": [1], "mixer": SPACE["slots"]["mixer"]["linear"]}]}))  # fmt: skip
+    wrappers = graft(
+        student,
+        host.family,
+        load_plan({"grafts": [{"layers": [1], "mixer": SPACE["slots"]["mixer"]["linear"]}]}),
+    )
     untrained = copy.deepcopy(wrappers[(1, "mixer")].op.state_dict())
     stage1.run(host.model, host.family, wrappers, data, STAGE1, False, 3)
     alone = wrappers[(1, "mixer")].op.state_dict()

@@ -73,7 +73,13 @@ def test_search_writes_front_plans_and_finalized_models_then_resumes(
     assert (out / "pareto.png").stat().st_size > 1000
 
     # resume: the library and finalized folders are reused, the study grows to the new total
-    stamps = {p: p.stat().st_mtime_ns for p in [out / "library" / "pieces.safetensors", out / "finalized" / "linear_50" / "grafted.safetensors"]}  # fmt: skip
+    stamps = {
+        p: p.stat().st_mtime_ns
+        for p in [
+            out / "library" / "pieces.safetensors",
+            out / "finalized" / "linear_50" / "grafted.safetensors",
+        ]
+    }
     assert main(argv(tiny_models, text_file, out, trials=9)) == 0
     assert json.loads((out / "report.json").read_text())["plans"] == 9
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
@@ -90,7 +96,13 @@ def test_search_writes_front_plans_and_finalized_models_then_resumes(
 
 def test_decoder_host_is_searched_on_kl(tiny_models, text_file, tmp_path, capsys):
     out = tmp_path / "d"
-    assert main(argv(tiny_models, text_file, out, family="llama", trials=5) + ["finalize.baselines=[]", "finalize.max_latency_of=null"]) == 0  # fmt: skip
+    assert (
+        main(
+            argv(tiny_models, text_file, out, family="llama", trials=5)
+            + ["finalize.baselines=[]", "finalize.max_latency_of=null"]
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["fidelity"] == "kl"
     assert all(row["val_kl"] >= 0 for row in report["front"])
@@ -117,7 +129,13 @@ def test_another_search_in_the_same_folder_is_refused_and_changes_nothing(
     tiny_models, text_file, tmp_path, capsys
 ):
     out = tmp_path / "s"
-    assert main(argv(tiny_models, text_file, out, trials=2) + ["finalize.k=0", "finalize.baselines=[]", "finalize.max_latency_of=null"]) == 0  # fmt: skip
+    assert (
+        main(
+            argv(tiny_models, text_file, out, trials=2)
+            + ["finalize.k=0", "finalize.baselines=[]", "finalize.max_latency_of=null"]
+        )
+        == 0
+    )
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert main(argv(tiny_models, text_file, out, family="gpt2", trials=2)) == 2
     assert "holds a search with other base settings" in capsys.readouterr().err
