@@ -27,8 +27,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 # Our offline teacher: 16x16 digits (grafting.dit.data), patch 2 -> an 8x8 grid of 64 tokens;
 # 0.72M parameters, sized so that `python -m grafting.dit.train` (2000 steps) learns all ten
-# classes in ~10 minutes on one CPU thread (depth 6 x width 128 costs ~2.5x the FLOPs per image
-# and had not within 800 steps).
+# classes on one CPU thread in the time the README gives (a deeper, wider one is slower per image
+# and learns later).
 PRESETS["DiT-digits"] = {
     "input_size": 16,
     "patch_size": 2,

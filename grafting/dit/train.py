@@ -11,9 +11,7 @@ Trains a class-conditional DiT on the 16x16 digits (``grafting.dit.data``) with 
 - ``samples.png``: a DDIM + CFG grid, one row per class; ``logs/metrics.csv``: the loss curve;
   ``config.yaml``: the resolved run config.
 
-The default run (``DiT-digits``, 2000 steps of 64 images, constant lr 2e-3 after a 5% warm-up)
-took 603 s on 1 thread of a 2-core machine shared with another job; final loss 0.034 (epsilon MSE
-+ the variance's bound term, mean of the last 200 steps); 2.4e13 training FLOPs.
+The default run's time and compute: ``train.json``, and BENCHMARKS.md "Grafting the small DiT".
 
 On CPU a run is a function of its ``seed`` (weights equal bit for bit); GPU kernels may differ in
 the last bits. See ``conf/dit_train.yaml`` for every setting.

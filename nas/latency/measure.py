@@ -198,9 +198,9 @@ def measure_relative(
 ) -> RelativeMeasurement:
     """Time ``arch`` and ``reference`` at ``shape`` in alternating rounds, at least ``repeats``
     rounds and ``min_run_time`` seconds in all. Rounds are short (one block each) because the
-    load of a shared machine changes within a second: on 2 shared cores at load 4-7, 2048
-    tokens, the run-to-run CV of the ratio was 3% this way, 7.6% with five alternating 0.2 s
-    blocks per model, and 12.8% when each timed call followed two untimed ones."""
+    load of a shared machine changes within a second: long blocks per model, or untimed calls
+    before each timed one, let a change of load fall on one model only. The run-to-run spread
+    of the ratio this gives: BENCHMARKS.md `latency_predictor`."""
     if repeats < 1:
         raise ValueError(f"`repeats >= 1` must hold, but got {repeats=}")
     threads = threads or torch.get_num_threads()

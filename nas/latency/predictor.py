@@ -211,7 +211,7 @@ def build_table(
     every other round), one block of calls (at least ``block_time`` s) per entry per round;
     the median per entry is kept. The default, one call per block, times each operator after a
     different one, as in a model: repeating it in a block keeps its weights and activations in
-    cache, which biased the prediction of narrow models here by 20-30%."""
+    cache, which biases the prediction of narrow models low."""
     if rounds < 1:
         raise ValueError(f"`rounds >= 1` must hold, but got {rounds=}")
     head = head or space.default_head

@@ -41,7 +41,7 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
 
     ``sinks``: the first ``sinks`` positions of the sequence join every (later, when causal)
     query's softmax part (``W(i)`` grows by them) instead of its linear part, as attention sinks
-    do in StreamingLLM (Xiao et al. 2024). BERT-style encoders send 8-23% of their attention on
+    do in StreamingLLM (Xiao et al. 2024). BERT-style encoders send much of their attention on
     long inputs to [CLS] from far away, one sharp key that a linear feature map can barely
     express. Sinks are positions in the input as given: in a left-padded row they are padding
     (and attend to nothing), so pad decoders on the right or decode one prompt at a time.
