@@ -353,7 +353,8 @@ def verdict(value: float, target: float) -> str:
     return "met" if value >= target else "NOT met"
 
 
-def main(argv: list[str] | None = None) -> int:
+# -- command line --------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--space", default="efficient_attn")
     p.add_argument("--supernet", default=None, help="a trained supernet directory to reuse")
@@ -407,7 +408,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--estimate", action="store_true", help="print the time estimate and exit")
     p.add_argument("--dry-run", action="store_true", help="tiny budgets; BENCHMARKS.md untouched")
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The parsed and checked arguments (``--dry-run`` applies its tiny budgets here)."""
+    args = build_parser().parse_args(argv)
     if args.dry_run:
         args.supernet_steps, args.standalone_steps, args.bootstrap = 4, 3, 200
         args.archs_per_type = min(args.archs_per_type, 2)
@@ -430,6 +436,25 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(
                 f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}"
             )
+    return args
+
+
+# -- measuring -----------------------------------------------------------------------------------
+def standalone_budget(args: argparse.Namespace, task: Task) -> dict[str, str]:
+    """The ``BUDGET_KEYS`` of this run, as text (as the CSV stores them)."""
+    return {
+        "standalone_steps": str(args.standalone_steps),
+        "standalone_batch": str(args.standalone_batch),
+        "standalone_lr": str(args.standalone_lr),
+        "seed": str(args.seed),
+        "val_batches": str(args.val_batches),
+        "task": json.dumps(task.to_config(), sort_keys=True),
+    }
+
+
+def prepare(args: argparse.Namespace) -> dict:
+    """The composed config, space and task, the chosen archs, the stand-alone results reused from
+    ``--standalone-from`` and the time estimate (logged); everything ``measure`` starts from."""
     out = Path(args.out or (DRY_OUT if args.dry_run else DEFAULT_OUT))
     cfg, space, task = compose(
         "train_supernet",
@@ -448,14 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     args.standalone_batch = args.standalone_batch or task.batch_size
     archs = select_archs(space, head, args.archs_per_type, args.mixed, args.seed)
     load0, begin = os.getloadavg(), time.perf_counter()
-    budget = {
-        "standalone_steps": str(args.standalone_steps),
-        "standalone_batch": str(args.standalone_batch),
-        "standalone_lr": str(args.standalone_lr),
-        "seed": str(args.seed),
-        "val_batches": str(args.val_batches),
-        "task": json.dumps(task.to_config(), sort_keys=True),
-    }
+    budget = standalone_budget(args, task)
     reused = load_standalone(args.standalone_from, budget) if args.standalone_from else {}
     results: dict[int, dict] = {
         i: reused[a.signature] for i, (_, a) in enumerate(archs) if a.signature in reused
@@ -479,22 +497,32 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(archs)} archs; estimated time (machine as loaded now): supernet {est_super / 60:.1f} min, "
         f"stand-alone {est_alone / 60:.1f} min with {args.workers} worker(s), total {(est_super + est_alone) / 60:.1f} min"
     )
-    if args.estimate:
-        return 0
+    return dict(
+        out=out,
+        cfg=cfg,
+        space=space,
+        task=task,
+        archs=archs,
+        budget=budget,
+        reused=reused,
+        results=results,
+        est_each=est_each,
+        estimated=est_super + est_alone,
+        load0=load0,
+        begin=begin,
+    )
 
-    torch.set_num_threads(args.supernet_threads or args.threads)
-    supernet, meta = obtain_supernet(cfg, space, task, args.supernet, out)
-    torch.set_num_threads(args.threads)
-    supernet.eval()
-    super_seconds = float(meta.get("train_seconds", float("nan")))
-    scoring = time.perf_counter()
-    inherited = [
-        inherited_accuracy(
-            supernet, task, a, args.val_batches, args.finetune_steps, args.standalone_lr, args.seed
-        )
-        for _, a in tqdm(archs, desc="supernet scores", unit="arch")
-    ]
-    scoring = time.perf_counter() - scoring  # evaluation (and fine-tuning) of every arch
+
+def train_standalone(
+    args: argparse.Namespace,
+    task: Task,
+    archs: list[tuple[str, Arch]],
+    inherited: list[float],
+    results: dict[int, dict],
+    est_each: list[float],
+) -> float:
+    """Trains every arch not yet in ``results`` (filled in place) from scratch in a process pool,
+    logging the time left; returns the training seconds summed over all archs."""
     jobs = [
         dict(
             arch=a,
@@ -530,6 +558,16 @@ def main(argv: list[str] | None = None) -> int:
                 eta = (sum(est_each) - done) * (time.perf_counter() - wall) / done
                 log(f"  ETA ~{eta / 60:.1f} min for {len(archs) - len(results)} more archs")
     bar.close()
+    return spent
+
+
+def result_rows(
+    archs: list[tuple[str, Arch]],
+    inherited: list[float],
+    results: dict[int, dict],
+    budget: dict[str, str],
+) -> list[dict]:
+    """One row per arch: the rows of ``ranking.csv`` (plus ``describe``)."""
     rows = []
     for i, (kind, arch) in enumerate(archs):
         res = results[i]
@@ -550,27 +588,144 @@ def main(argv: list[str] | None = None) -> int:
                 describe=describe(arch),
             )
         )
-    total = time.perf_counter() - begin
-    reused_archs = [a for _, a in archs if a.signature in reused]
+    return rows
+
+
+def measure(args: argparse.Namespace, setup: dict) -> dict:
+    """Obtains the supernet, scores every arch with it, trains the rest stand-alone; the per-arch
+    rows, their τ statistics and the run's settings and times, for ``render``."""
+    cfg, space, task, archs = setup["cfg"], setup["space"], setup["task"], setup["archs"]
+    torch.set_num_threads(args.supernet_threads or args.threads)
+    supernet, meta = obtain_supernet(cfg, space, task, args.supernet, setup["out"])
+    torch.set_num_threads(args.threads)
+    supernet.eval()
+    super_seconds = float(meta.get("train_seconds", float("nan")))
+    scoring = time.perf_counter()
+    inherited = [
+        inherited_accuracy(
+            supernet, task, a, args.val_batches, args.finetune_steps, args.standalone_lr, args.seed
+        )
+        for _, a in tqdm(archs, desc="supernet scores", unit="arch")
+    ]
+    scoring = time.perf_counter() - scoring  # evaluation (and fine-tuning) of every arch
+    results = setup["results"]
+    spent = train_standalone(args, task, archs, inherited, results, setup["est_each"])
+    rows = result_rows(archs, inherited, results, setup["budget"])
+    total = time.perf_counter() - setup["begin"]
+    reused_archs = [a for _, a in archs if a.signature in setup["reused"]]
     stats = ranking_stats(rows, args.bootstrap, args.seed)
-    write_csv(out / "ranking.csv", rows)
+    tr = supernet_training(cfg, args.supernet)
+    return dict(
+        space=space.name,
+        task=task.to_config(),
+        metric=task.metric_name,
+        meta=meta,
+        train=dict(
+            teacher_steps=tr.teacher_steps,
+            num_random=tr.num_random,
+            single_mixer_prob=tr.get("single_mixer_prob"),
+            mixer_teachers=tr.get("mixer_teachers"),
+            batch_size=tr.batch_size,
+            lr=tr.lr,
+        ),
+        super_seconds=super_seconds,
+        scoring=scoring,
+        spent=spent,
+        reused=len(reused_archs),
+        rows=rows,
+        stats=stats,
+        total=total,
+        estimated=setup["estimated"],
+        load=(setup["load0"], os.getloadavg()),
+    )
 
-    def ci(key: str) -> str:
-        value, lo, hi, _ = stats[key]
-        return f"{value:.3f} | [{lo:.3f}, {hi:.3f}]"
 
+# -- rendering -----------------------------------------------------------------------------------
+def render_protocol(res: dict, args: argparse.Namespace) -> str:
+    """The paragraph on the space, the supernet, the stand-alone training and the run."""
+    meta, tr = res["meta"], res["train"]
+    if args.supernet:
+        origin = "loaded from " + args.supernet
+    elif meta.get("reused_from"):
+        origin = "reused from " + meta["reused_from"] + ", trained with these settings"
+    else:
+        origin = "trained here"
+    mix = tr["single_mixer_prob"]
+    single = f" ({mix:.0%} of them with one token mixer in every layer)" if mix else ""
+    teachers = " and each token mixer its own teacher in turn" if tr["mixer_teachers"] else ""
+    at = (
+        ""
+        if args.supernet or meta.get("reused_from")
+        else f" at {args.supernet_threads or args.threads} thread(s)"
+    )
+    score = (
+        "inherited weights as they are"
+        if not args.finetune_steps
+        else f"inherited weights fine-tuned {args.finetune_steps} steps (as search.finetune_steps)"
+    )
+    taken = (
+        f" ({res['reused']} results taken from " + args.standalone_from + ")"
+        if res["reused"]
+        else ""
+    )
+    val = "the whole" if args.val_batches is None else f"{args.val_batches} batches of the"
+    mixed = f", plus {args.mixed} mixed" if args.mixed else ""
+    load = " -> ".join("/".join(f"{x:.1f}" for x in la) for la in res["load"])
+    return (
+        f"Space `{res['space']}`, task `{json.dumps(res['task'])}`, {args.threads} thread(s). "
+        f"Supernet: {meta.get('steps')} steps, seed {meta.get('seed')} ({origin}, "
+        f"teacher alone for the first {tr['teacher_steps']}, then the sandwich rule with {tr['num_random']} random subnets"
+        f"{single}{teachers}, batch {tr['batch_size']}, lr {tr['lr']}), "
+        f"{res['super_seconds']:.0f} s{at}. Supernet score: {score}. Stand-alone: every arch trained from scratch for {args.standalone_steps} "
+        f"steps (AdamW lr {args.standalone_lr}, warm-up {max(1, args.standalone_steps // 20)} steps, cosine, "
+        f"batch {args.standalone_batch}, seed {args.seed}, the same data order; {args.workers} in parallel, {args.threads} thread(s) each), {res['spent']:.0f} s summed over archs"
+        f"{taken}. "
+        f"{res['metric']} on {val} "
+        f"validation split. Archs: {args.archs_per_type} per mixer type, every layer that type (the baseline "
+        f"among the softmax ones), width and depth spread over the grid, other choices random "
+        f"(seed {args.seed}){mixed}. Bootstrap: "
+        f"{args.bootstrap} resamples of the archs (per type for within-type τ), 5th-95th percentile. "
+        f"Whole run {res['total'] / 60:.1f} min (estimated beforehand {res['estimated'] / 60:.1f}); "
+        f"load average (1/5/15 min) {load}."
+    )
+
+
+def render_cost(res: dict, tuned: bool) -> str:
+    """The cost ratio: supernet training (and fine-tuning) seconds / stand-alone seconds."""
+    super_seconds, scoring, spent = res["super_seconds"], res["scoring"], res["spent"]
+    ratio = (super_seconds + (scoring if tuned else 0.0)) / spent if spent else float("nan")
+    return (
+        f"**Cost ratio** supernet training{' + fine-tuning' if tuned else ''} / all stand-alone training: "
+        f"{super_seconds:.0f} s{f' + {scoring:.0f} s' if tuned else ''} / "
+        f"{spent:.0f} s = **{ratio:.2f}** (training seconds summed, not wall time; the supernet "
+        f"scores every arch of the space for that)."
+    )
+
+
+def _ci(stats: dict, key: str) -> str:
+    value, lo, hi, _ = stats[key]
+    return f"{value:.3f} | [{lo:.3f}, {hi:.3f}]"
+
+
+def render_summary(rows: list[dict], stats: dict) -> str:
+    """The τ table: all archs, the mean within a mixer type, each type, against the targets."""
     types = [t for t in stats if t not in ("all", "within")]
     summary = [
         "| Kendall τ (inherited vs stand-alone) | τ | 90% CI | target | |",
         "|---|---:|---|---:|---|",
-        f"| all {len(rows)} archs | {ci('all')} | ≥ {TARGET_ALL} | {verdict(stats['all'][0], TARGET_ALL)} |",
-        f"| mean within a mixer type ({len(types)} types) | {ci('within')} | ≥ {TARGET_TYPE} | {verdict(stats['within'][0], TARGET_TYPE)} |",
+        f"| all {len(rows)} archs | {_ci(stats, 'all')} | ≥ {TARGET_ALL} | {verdict(stats['all'][0], TARGET_ALL)} |",
+        f"| mean within a mixer type ({len(types)} types) | {_ci(stats, 'within')} | ≥ {TARGET_TYPE} | {verdict(stats['within'][0], TARGET_TYPE)} |",
     ]
     for t in types:
         n = sum(r["type"] == t for r in rows)
         summary.append(
-            f"| within {t} ({n} archs) | {ci(t)} | ≥ {TARGET_TYPE} | {verdict(stats[t][0], TARGET_TYPE)} |"
+            f"| within {t} ({n} archs) | {_ci(stats, t)} | ≥ {TARGET_TYPE} | {verdict(stats[t][0], TARGET_TYPE)} |"
         )
+    return "\n".join(summary)
+
+
+def render_detail(rows: list[dict]) -> str:
+    """The per-architecture table, folded."""
     detail = [
         "| # | type | arch (width, norm, mixers \\| channels) | params | inherited | stand-alone | s |",
         "|---:|---|---|---:|---:|---:|---:|",
@@ -580,52 +735,48 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['index']} | {r['type']} | {r['describe']} | {r['params']:,} | "
             f"{r['inherited']:.4f} | {r['standalone']:.4f} | {r['standalone_seconds']:.1f} |"
         )
-    tuned = args.finetune_steps > 0
-    tr = supernet_training(cfg, args.supernet)
-    ratio = (super_seconds + (scoring if tuned else 0.0)) / spent if spent else float("nan")
-    load = (
-        "/".join(f"{x:.1f}" for x in load0) + " -> " + "/".join(f"{x:.1f}" for x in os.getloadavg())
+    return (
+        "<details><summary>per architecture (S softmax, Q sqa, L linear, W sliding window, "
+        "M ssm; h heads, q query heads, w window, n state size)</summary>\n\n"
+        + "\n".join(detail)
+        + "\n\n</details>"
     )
-    body = "\n\n".join(
+
+
+def render(res: dict, args: argparse.Namespace) -> str:
+    """The BENCHMARKS.md section: protocol, cost ratio, τ table, per-arch table."""
+    tuned = args.finetune_steps > 0
+    title = (
+        f"Supernet ranking fidelity{', fine-tuned scores' if tuned else ''}"
+        f"{f' ({args.section})' if args.section else ''} (benchmarks/ranking.py)"
+    )
+    return "\n\n".join(
         [
-            header(
-                f"Supernet ranking fidelity{', fine-tuned scores' if tuned else ''}{f' ({args.section})' if args.section else ''} (benchmarks/ranking.py)",
-                command_line(),
-            ),
-            f"Space `{space.name}`, task `{json.dumps(task.to_config())}`, {args.threads} thread(s). "
-            f"Supernet: {meta.get('steps')} steps, seed {meta.get('seed')} ({'loaded from ' + args.supernet if args.supernet else 'reused from ' + meta['reused_from'] + ', trained with these settings' if meta.get('reused_from') else 'trained here'}, "
-            f"teacher alone for the first {tr.teacher_steps}, then the sandwich rule with {tr.num_random} random subnets"
-            f"{f' ({tr.single_mixer_prob:.0%} of them with one token mixer in every layer)' if tr.get('single_mixer_prob') else ''}"
-            f"{' and each token mixer its own teacher in turn' if tr.get('mixer_teachers') else ''}, batch {tr.batch_size}, lr {tr.lr}), "
-            f"{super_seconds:.0f} s{'' if args.supernet or meta.get('reused_from') else f' at {args.supernet_threads or args.threads} thread(s)'}. Supernet score: {'inherited weights as they are' if not args.finetune_steps else f'inherited weights fine-tuned {args.finetune_steps} steps (as search.finetune_steps)'}. Stand-alone: every arch trained from scratch for {args.standalone_steps} "
-            f"steps (AdamW lr {args.standalone_lr}, warm-up {max(1, args.standalone_steps // 20)} steps, cosine, "
-            f"batch {args.standalone_batch}, seed {args.seed}, the same data order; {args.workers} in parallel, {args.threads} thread(s) each), {spent:.0f} s summed over archs"
-            f"{f' ({len(reused_archs)} results taken from ' + args.standalone_from + ')' if reused_archs else ''}. "
-            f"{task.metric_name} on {'the whole' if args.val_batches is None else f'{args.val_batches} batches of the'} "
-            f"validation split. Archs: {args.archs_per_type} per mixer type, every layer that type (the baseline "
-            f"among the softmax ones), width and depth spread over the grid, other choices random "
-            f"(seed {args.seed}){f', plus {args.mixed} mixed' if args.mixed else ''}. Bootstrap: "
-            f"{args.bootstrap} resamples of the archs (per type for within-type τ), 5th-95th percentile. "
-            f"Whole run {total / 60:.1f} min (estimated beforehand {(est_super + est_alone) / 60:.1f}); "
-            f"load average (1/5/15 min) {load}.",
-            f"**Cost ratio** supernet training{' + fine-tuning' if tuned else ''} / all stand-alone training: "
-            f"{super_seconds:.0f} s{f' + {scoring:.0f} s' if tuned else ''} / "
-            f"{spent:.0f} s = **{ratio:.2f}** (training seconds summed, not wall time; the supernet "
-            f"scores every arch of the space for that).",
-            "\n".join(summary),
-            "<details><summary>per architecture (S softmax, Q sqa, L linear, W sliding window, "
-            "M ssm; h heads, q query heads, w window, n state size)</summary>\n\n"
-            + "\n".join(detail)
-            + "\n\n</details>",
+            header(title, command_line()),
+            render_protocol(res, args),
+            render_cost(res, tuned),
+            render_summary(res["rows"], res["stats"]),
+            render_detail(res["rows"]),
         ]
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup = prepare(args)
+    if args.estimate:
+        return 0
+    res = measure(args, setup)
+    out = setup["out"]
+    write_csv(out / "ranking.csv", res["rows"])
+    body = render(res, args)
     print(body)
     if not args.dry_run:
         # inherited and fine-tuned scoring each keep their own section and CSV
-        name = args.section or ("ranking" if not tuned else "ranking_finetuned")
+        name = args.section or ("ranking" if args.finetune_steps <= 0 else "ranking_finetuned")
         csv_path = RESULTS_CSV.with_name(f"{name}.csv")
         write_section(name, body + f"\n\nPer-arch CSV: `benchmarks/results/{csv_path.name}`.")
-        write_csv(csv_path, rows)
+        write_csv(csv_path, res["rows"])
     log(f"per-arch results in {out / 'ranking.csv'}")
     return 0
 

@@ -86,15 +86,8 @@ def init_from_host(
 def set_rotary(op: nn.Module, family: Family, model: nn.Module) -> None:
     """Give an operator's rotary embedding the host's frequencies and scaling (RoPE variants)."""
     rope = family.rotary(model)
-    if rope is not None and getattr(op, "rotary", None) is not None:
-        inv_freq, scaling = rope
-        if op.rotary.inv_freq.shape != inv_freq.shape:
-            raise ValueError(
-                f"rotary sizes differ: operator {tuple(op.rotary.inv_freq.shape)}, "
-                f"host {tuple(inv_freq.shape)}"
-            )
-        op.rotary.inv_freq = inv_freq.to(op.rotary.inv_freq.device)
-        op.rotary.scaling = scaling
+    if rope is not None and isinstance(op, Operator):
+        op.use_host_rotary(*rope)
 
 
 def build_ops(model: nn.Module, family: Family, plan: GraftPlan) -> dict[GraftKey, nn.Module]:

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from common.atomic import atomic_write_text
-from search_spaces.heads import HEADS, required_fields
+from search_spaces.heads import HEADS, get_head, required_fields
 from search_spaces.registry import check_hparams, get_op, plugin_modules
 
 BLOCKS = ("sequential", "parallel")
@@ -215,25 +215,23 @@ class Arch:
                 raise _fail(
                     f"head.{name}", f"must be a positive integer for {h.kind!r}, got {value!r}"
                 )
-        if h.kind == "image_cls" and h.image_size % h.patch_size:
-            raise _fail(
-                "head.patch_size",
-                f"`image_size % patch_size == 0` must hold, got {h.image_size=}, {h.patch_size=}",
-            )
+        check = getattr(get_head(h.kind)[0], "check", None)  # a plugin stem may not have one
+        problem = check(h) if check is not None else None
+        if problem is not None:
+            raise _fail(*problem)
 
     # -- derived ------------------------------------------------------------------------------
     @property
     def causal(self) -> bool:
-        """Language models are causal; classifiers see the whole sequence."""
-        return self.head.kind == "lm"
+        """Whether mixers see only earlier tokens: the head kind's ``causal`` (language models
+        are causal; classifiers see the whole sequence)."""
+        return bool(getattr(get_head(self.head.kind)[1], "causal", False))
 
     @property
     def grid(self) -> tuple[int, int] | None:
-        """The token grid of image models, else None."""
-        if self.head.kind != "image_cls":
-            return None
-        side = self.head.image_size // self.head.patch_size
-        return (side, side)
+        """The token grid of image models (the head kind's stem says), else None."""
+        stem = get_head(self.head.kind)[0]
+        return stem.grid(self.head) if hasattr(stem, "grid") else None
 
     @property
     def max_len(self) -> int:

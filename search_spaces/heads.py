@@ -2,7 +2,10 @@
 
 A stem turns the raw input into tokens ``(B, L, D)``; a head turns the final tokens into the
 task's output. Both count their own FLOPs so ``Model.flops`` is complete, and both name in
-``requires`` the ``HeadSpec`` fields they need (``Arch`` checks them). A kind is registered with
+``requires`` the ``HeadSpec`` fields they need (``Arch`` checks them). What ``Arch`` derives from a
+kind comes from its classes too: ``head.causal`` (language models see only the past), the stem's
+``grid(spec)`` (the token grid of image inputs, else None) and ``check(spec)`` (a consistency
+rule between fields, as an error message). A kind is registered with
 ``@register_head(kind, stem=...)`` on its head class; ``get_head(kind)`` is the ``(stem, head)``
 pair, ``list_heads()`` the kinds.
 """
@@ -19,7 +22,7 @@ from common.registry import Registry
 from search_spaces.ops.base import linear_flops
 
 if TYPE_CHECKING:  # Arch validates head kinds against this module's registry
-    from search_spaces.arch import Arch
+    from search_spaces.arch import Arch, HeadSpec
 
 HeadPair = tuple[type[nn.Module], type[nn.Module]]  # (stem, head)
 HEADS: Registry[HeadPair] = Registry("head kind")
@@ -28,7 +31,8 @@ HEADS: Registry[HeadPair] = Registry("head kind")
 def register_head(
     kind: str, *, stem: type[nn.Module]
 ) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator: ``HeadSpec(kind=kind)`` builds ``stem`` and then the decorated head."""
+    """Class decorator: ``HeadSpec(kind=kind)`` builds ``stem`` and then the decorated head.
+    ``stem`` should subclass ``Stem``; the head may set ``causal = True`` (default False)."""
 
     def decorator(cls: type[nn.Module]) -> type[nn.Module]:
         HEADS.add(kind, (stem, cls))
@@ -73,7 +77,23 @@ def _positions(arch: Arch) -> nn.Module:
     )
 
 
-class TokenStem(nn.Module):
+class Stem(nn.Module):
+    """Base of input stems: what ``Arch`` asks of a stem beyond building it."""
+
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    @staticmethod
+    def grid(spec: HeadSpec) -> tuple[int, int] | None:
+        """The token grid (rows, columns) of image inputs; None for sequences."""
+        return None
+
+    @staticmethod
+    def check(spec: HeadSpec) -> tuple[str, str] | None:
+        """``(field, message)`` if ``spec``'s fields contradict each other, else None."""
+        return None
+
+
+class TokenStem(Stem):
     """Token ids (B, L) -> embeddings (B, L, D)."""
 
     requires: ClassVar[tuple[str, ...]] = ("vocab_size", "max_len")
@@ -100,10 +120,25 @@ class TokenStem(nn.Module):
         return 0
 
 
-class PatchStem(nn.Module):
+class PatchStem(Stem):
     """Images (B, C, H, W) -> patch tokens (B, H/p * W/p, D), row-major over the grid (ViT)."""
 
     requires: ClassVar[tuple[str, ...]] = ("image_size", "patch_size", "in_chans")
+
+    @staticmethod
+    def grid(spec: HeadSpec) -> tuple[int, int]:
+        side = spec.image_size // spec.patch_size
+        return (side, side)
+
+    @staticmethod
+    def check(spec: HeadSpec) -> tuple[str, str] | None:
+        if spec.image_size % spec.patch_size:
+            return (
+                "head.patch_size",
+                "`image_size % patch_size == 0` must hold, "
+                f"got image_size={spec.image_size}, patch_size={spec.patch_size}",
+            )
+        return None
 
     def __init__(self, arch: Arch) -> None:
         super().__init__()
@@ -125,6 +160,7 @@ class LMHead(nn.Module):
     """Tokens (B, L, D) -> next-token logits (B, L, V)."""
 
     requires: ClassVar[tuple[str, ...]] = ("vocab_size",)
+    causal: ClassVar[bool] = True  # every mixer of a language model sees only earlier tokens
 
     def __init__(self, arch: Arch) -> None:
         super().__init__()
@@ -144,6 +180,7 @@ class ClassifierHead(nn.Module):
     """Tokens (B, L, D) -> class logits (B, C), by the mean over real (unpadded) tokens."""
 
     requires: ClassVar[tuple[str, ...]] = ("num_classes",)
+    causal: ClassVar[bool] = False
 
     def __init__(self, arch: Arch) -> None:
         super().__init__()

@@ -117,6 +117,13 @@ class Operator(nn.Module, abc.ABC):
         the operator was initialised. Default: keep the operator's own initialisation (False)."""
         return False
 
+    def use_host_rotary(self, inv_freq: torch.Tensor, scaling: float) -> bool:
+        """Take a grafting host's rotary frequencies ``inv_freq`` (head_dim / 2,) and attention
+        ``scaling`` (RoPE variants such as Llama 3's); True if the operator has rotary
+        embeddings and took them, ``ValueError`` if their sizes differ. Default: the operator has
+        none (False)."""
+        return False
+
     def fused_segments(self) -> dict[str, tuple[int, tuple[int, ...]]]:
         """Parameters that concatenate several tensors along one axis: ``{name: (axis, sizes)}``.
 

@@ -53,6 +53,18 @@ class AttentionProjections(Operator):
     def uses_positions(self) -> bool:
         return self.rotary is not None
 
+    def use_host_rotary(self, inv_freq: torch.Tensor, scaling: float) -> bool:
+        if self.rotary is None:
+            return False
+        if self.rotary.inv_freq.shape != inv_freq.shape:
+            raise ValueError(
+                f"rotary sizes differ: operator {tuple(self.rotary.inv_freq.shape)}, "
+                f"host {tuple(inv_freq.shape)}"
+            )
+        self.rotary.inv_freq = inv_freq.to(self.rotary.inv_freq.device)
+        self.rotary.scaling = scaling
+        return True
+
     def project(
         self, x: torch.Tensor, positions: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

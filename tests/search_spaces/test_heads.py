@@ -13,6 +13,7 @@ from search_spaces import Arch, build_model
 from search_spaces.heads import (
     HEAD_TYPES,
     HEADS,
+    PatchStem,
     TokenStem,
     get_head,
     list_heads,
@@ -63,3 +64,50 @@ def test_every_registered_head_names_its_fields(kind: str) -> None:
     assert HEAD_TYPES[kind] == (stem, head)  # the former name still works
     assert issubclass(stem, nn.Module) and issubclass(head, nn.Module)
     assert required_fields(kind)
+
+
+class NextTokenHead(LastTokenHead):
+    """A user's causal head: the registration, not the kind's name, makes the model causal."""
+
+    causal: ClassVar[bool] = True
+
+
+class SquarePatchStem(PatchStem):
+    """A user's stem with its own field rule: images must hold at least four patches a side."""
+
+    @staticmethod
+    def check(spec) -> tuple[str, str] | None:
+        return (
+            ("head.image_size", "needs 4 patches a side")
+            if spec.image_size < 4 * spec.patch_size
+            else None
+        )
+
+
+def test_causality_grid_and_field_rules_come_from_the_registered_classes() -> None:
+    layer = {"mixer": {"name": "softmax", "heads": 2}, "channel": {"name": "mlp"}}
+    text = {"vocab_size": 16, "num_classes": 3, "max_len": 8}
+    image = {"image_size": 8, "patch_size": 2, "in_chans": 1, "num_classes": 3}
+    try:
+        register_head("next_cls", stem=TokenStem)(NextTokenHead)
+        register_head("last_cls", stem=TokenStem)(LastTokenHead)
+        register_head("grid_cls", stem=SquarePatchStem)(LastTokenHead)
+        causal = Arch.from_dict(
+            {"dim": 16, "head": {"kind": "next_cls", **text}, "layers": [layer]}
+        )
+        plain = Arch.from_dict({"dim": 16, "head": {"kind": "last_cls", **text}, "layers": [layer]})
+        assert causal.causal and not plain.causal and causal.grid is None
+        grid = Arch.from_dict({"dim": 16, "head": {"kind": "grid_cls", **image}, "layers": [layer]})
+        assert grid.grid == (4, 4) and grid.max_len == 16 and not grid.causal
+        with pytest.raises(ValueError, match=r"Arch\.head\.image_size.*4 patches a side"):
+            Arch.from_dict(
+                {
+                    "dim": 16,
+                    "head": {"kind": "grid_cls", **image, "patch_size": 4},
+                    "layers": [layer],
+                }
+            )
+    finally:
+        for kind in ("next_cls", "last_cls", "grid_cls"):
+            HEADS.remove(kind)
+    assert Arch.from_dict({"dim": 16, "head": {"kind": "lm", **text}, "layers": [layer]}).causal
