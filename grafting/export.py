@@ -30,6 +30,7 @@ from common.atomic import atomic_dir
 from common.export_folder import CARD, RECORD, REFERENCE, check_out, write_record, write_reference
 from search_spaces.checks import check_int, parse_shape
 from search_spaces.cli import UsageError, import_plugins, run_cli
+from search_spaces.registry import plugin_modules
 
 SOURCE_WEIGHTS = (
     "grafted.safetensors",
@@ -125,7 +126,14 @@ def describe(model: Any, run: Path, report: dict | None, graft_cfg: dict | None)
         "normalize": normalize,
         "pooling_files": (run / "modules.json").is_file(),
     }
-    return {"host": host, "plan": plan.to_dict(), "grafted": grafted, "params": params}
+    plugins = plugin_modules({g["op"] for g in grafted})  # what to import before grafting.load
+    return {
+        "host": host,
+        "plan": plan.to_dict(),
+        "grafted": grafted,
+        "params": params,
+        "plugins": plugins,
+    }
 
 
 def write_folder(
@@ -204,12 +212,25 @@ def _yaml(path: Path) -> dict | None:
         raise UsageError(f"{path}: not valid YAML ({first})") from None
 
 
+def run_plugins(run: Path) -> list[str]:
+    """The ``plugins`` the graft in ``run`` was made with (its ``config.yaml``), so that an
+    export needs no ``plugins=`` to rebuild the operators the graft itself imported."""
+    graft_cfg = _yaml(run / "config.yaml") or {}
+    plugins = graft_cfg.get("plugins") if isinstance(graft_cfg, dict) else None
+    if plugins is None:
+        return []
+    if not isinstance(plugins, list) or not all(isinstance(m, str) for m in plugins):
+        raise UsageError(f"{run / 'config.yaml'}: field `plugins`: expected a list of module names")
+    return plugins
+
+
 def export(cfg: DictConfig, argv: Sequence[str] = ()) -> int:
     import_plugins(cfg)
     check_int("threads", cfg.threads, optional=True)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     run = check_run(cfg.run)
+    import_plugins({"plugins": run_plugins(run)})
     out = check_out(
         cfg.out, overwrite=cfg.overwrite, source=run, source_name="graft folder", error=UsageError
     )

@@ -98,6 +98,9 @@ padding); opset {{ onnx.onnx_opset }}
 With the platform (`pip install` this repository):
 
 ```python
+{% for module in info.get("plugins") or [] %}
+import {{ module }}  # defines operators of this graft: import it first
+{% endfor %}
 import grafting
 from transformers import AutoTokenizer
 model = grafting.load('.')  # this folder; a transformers model, eval mode

@@ -158,6 +158,17 @@ def test_plugins_bring_a_users_operator_into_a_plan(
     model = grafting.load(tmp_path / "with")
     assert any(type(m).__name__ == "PluginLinear" for m in model.modules())
 
+    # as in a new process: the export imports the plugins the graft recorded, and says so
+    from grafting.export import main as export_main
+    from search_spaces.registry import _REGISTRY
+
+    _REGISTRY["mixer"].pop("test_plugin_linear")
+    sys.modules.pop(plugin_module)
+    out = tmp_path / "export"
+    assert export_main([f"run={tmp_path / 'with'}", f"out={out}", "onnx.enabled=false"]) == 0
+    assert json.loads((out / "export.json").read_text())["plugins"] == [plugin_module]
+    assert f"import {plugin_module}  # defines operators" in (out / "README.md").read_text()
+
 
 RELOAD = """
 import sys, torch, grafting
