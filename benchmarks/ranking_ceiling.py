@@ -182,7 +182,7 @@ def train_second_runs(rows: list[dict], seed: int, workers: int, threads: int) -
     return second
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--from", dest="source", default=str(RESULTS_CSV), help="a ranking.py CSV")
     p.add_argument("--seed", type=int, default=1, help="the second run's seed")
@@ -205,9 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(OUT_CSV), help="per-arch CSV of both runs")
     p.add_argument("--section", default="ranking_ceiling", help="BENCHMARKS.md section")
     p.add_argument("--no-write", action="store_true", help="leave BENCHMARKS.md as it is")
-    args = p.parse_args(argv)
-    if not args.section.replace("_", "").isalnum():
-        raise ValueError(f"--section must be letters, digits and _, got {args.section!r}")
+    return p
+
+
+def read_inputs(args: argparse.Namespace) -> tuple[list[dict], list[list[dict]]]:
+    """The rows of ``--from`` and of each ``--also`` CSV, checked against each other and the
+    arguments."""
     rows = read_rows(args.source)
     others = [read_rows(path) for path in args.also]
     for path, other in zip(args.also, others, strict=True):
@@ -215,11 +218,42 @@ def main(argv: list[str] | None = None) -> int:
             (r["signature"], r["standalone"]) for r in rows
         ]:
             raise ValueError(f"--also {path}: other archs or stand-alone results than --from")
-    first_seed = {r["seed"] for r in rows}
-    if str(args.seed) in first_seed:
+    if str(args.seed) in {r["seed"] for r in rows}:
         raise ValueError(f"--seed {args.seed}: the CSV was trained with that seed; choose another")
     if args.workers < 1 or args.threads < 1:
         raise ValueError("--workers and --threads must be positive")
+    return rows, others
+
+
+def tau_columns(
+    pairs: list[dict], others: list[list[dict]], seed: int, seed0: str, n_boot: int
+) -> dict[str, dict]:
+    """``{column header: ranking_stats}``: seed vs seed, then each supernet against the first
+    run, the second run and the mean of both (further supernets against the mean only)."""
+    scored = [dict(p) for p in pairs]
+
+    def tau(score: str, reference) -> dict:
+        ranked = [dict(type=r["type"], inherited=r[score], standalone=reference(r)) for r in scored]
+        return ranking_stats(ranked, n_boot, 0)
+
+    mean = lambda r: (r["first"] + r["second"]) / 2  # noqa: E731
+    columns = {  # column header: its τ statistics
+        f"stand-alone seed {seed} vs seed {seed0}": tau("second", lambda r: r["first"]),
+        f"supernet vs seed {seed0}": tau("inherited", lambda r: r["first"]),
+        f"supernet vs seed {seed}": tau("inherited", lambda r: r["second"]),
+        "supernet vs mean of both": tau("inherited", mean),
+    }
+    for k, other in enumerate(others, start=2):
+        for pair, row in zip(scored, other, strict=True):
+            pair[f"inherited_{k}"] = float(row["inherited"])
+        columns[f"supernet {k} vs mean of both"] = tau(f"inherited_{k}", mean)
+    return columns
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """The first runs (``--from``), the second runs (trained, or ``--second-from``), one pair per
+    arch (the rows of the output CSV) and the τ statistics of every column, for ``render``."""
+    rows, others = read_inputs(args)
     if args.second_from:
         second = cached_second_runs(args.second_from, rows, args.seed)
     else:
@@ -237,29 +271,21 @@ def main(argv: list[str] | None = None) -> int:
         )
         for i, r in enumerate(rows)
     ]
-    out = Path(args.out)
+    seed0 = ", ".join(sorted({r["seed"] for r in rows}))
+    columns = tau_columns(pairs, others, args.seed, seed0, args.bootstrap)
+    return dict(rows=rows, pairs=pairs, seed0=seed0, columns=columns)
+
+
+def write_pairs(out: Path, pairs: list[dict]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(pairs[0]))
         writer.writeheader()
         writer.writerows(pairs)
-    seed0 = ", ".join(sorted(first_seed))
 
-    def tau(score: str, reference) -> dict:
-        ranked = [dict(type=r["type"], inherited=r[score], standalone=reference(r)) for r in pairs]
-        return ranking_stats(ranked, args.bootstrap, 0)
 
-    mean = lambda r: (r["first"] + r["second"]) / 2  # noqa: E731
-    columns = {  # column header: its τ statistics
-        f"stand-alone seed {args.seed} vs seed {seed0}": tau("second", lambda r: r["first"]),
-        f"supernet vs seed {seed0}": tau("inherited", lambda r: r["first"]),
-        f"supernet vs seed {args.seed}": tau("inherited", lambda r: r["second"]),
-        "supernet vs mean of both": tau("inherited", mean),
-    }
-    for k, other in enumerate(others, start=2):
-        for pair, row in zip(pairs, other, strict=True):
-            pair[f"inherited_{k}"] = float(row["inherited"])
-        columns[f"supernet {k} vs mean of both"] = tau(f"inherited_{k}", mean)
+def render_table(columns: dict[str, dict], n: int) -> str:
+    """Kendall τ with intervals: one column per comparison, rows all / within / each type."""
 
     def cell(stats: dict, key: str) -> str:
         value, lo, hi, _ = stats[key]
@@ -271,12 +297,16 @@ def main(argv: list[str] | None = None) -> int:
     table = [
         "| Kendall τ | " + " | ".join(columns) + " |",
         "|---" * (len(columns) + 1) + "|",
-        line(f"all {len(pairs)} archs", "all"),
+        line(f"all {n} archs", "all"),
         line("mean within a mixer type", "within"),
     ]
     first_column = next(iter(columns.values()))
     table += [line(f"within {t}", t) for t in first_column if t not in ("all", "within")]
-    seconds = sum(r["second_seconds"] for r in pairs)
+    return "\n".join(table)
+
+
+def render_verdicts(columns: dict[str, dict]) -> str:
+    """Seed vs seed and the supernets (mean over them) against the targets."""
     supernets = [c for name, c in columns.items() if "vs mean of both" in name]
     reference = next(iter(columns.values()))
     verdicts = [
@@ -294,13 +324,29 @@ def main(argv: list[str] | None = None) -> int:
             TARGET_WITHIN,
         ),
     ]
+    return "\n".join(verdicts)
+
+
+def render_perfect(columns: dict[str, dict], n: int) -> str:
+    """What a perfect ranker could expect, at the measured seed-vs-seed τ (``perfect_ranker``)."""
+    first_column = next(iter(columns.values()))
     types = [t for t in first_column if t not in ("all", "within")]
-    per_type = round(len(pairs) / max(1, len(types)))
+    per_type = round(n / max(1, len(types)))
     perfect = [
-        perfect_ranker_line("all archs", first_column["all"][0], len(pairs)),
+        perfect_ranker_line("all archs", first_column["all"][0], n),
         perfect_ranker_line("within a type", first_column["within"][0], per_type),
     ]
-    body = "\n\n".join(
+    return (
+        "A perfect ranker (the true order), if run-to-run noise were Gaussian and as large as "
+        f"measured here (`perfect_ranker`, {PERFECT_DRAWS} draws):\n" + "\n".join(perfect)
+    )
+
+
+def render(res: dict, args: argparse.Namespace) -> str:
+    """The BENCHMARKS.md section: protocol, τ table, targets, the perfect ranker."""
+    rows, pairs, seed0, columns = res["rows"], res["pairs"], res["seed0"], res["columns"]
+    seconds = sum(r["second_seconds"] for r in pairs)
+    return "\n\n".join(
         [
             header(
                 "Ranking fidelity ceiling: stand-alone vs stand-alone (benchmarks/ranking_ceiling.py)",
@@ -317,12 +363,21 @@ def main(argv: list[str] | None = None) -> int:
                 f" Supernet {k}: the inherited scores of `{shown(Path(path))}`."
                 for k, path in enumerate(args.also, start=2)
             ),
-            "\n".join(table),
-            "\n".join(verdicts),
-            "A perfect ranker (the true order), if run-to-run noise were Gaussian and as large as "
-            f"measured here (`perfect_ranker`, {PERFECT_DRAWS} draws):\n" + "\n".join(perfect),
+            render_table(columns, len(pairs)),
+            render_verdicts(columns),
+            render_perfect(columns, len(pairs)),
         ]
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.section.replace("_", "").isalnum():
+        raise ValueError(f"--section must be letters, digits and _, got {args.section!r}")
+    res = measure(args)
+    out = Path(args.out)
+    write_pairs(out, res["pairs"])
+    body = render(res, args)
     print(body)
     if not args.no_write:
         write_section(args.section, body + f"\n\nPer-arch CSV: `{shown(out)}`.")

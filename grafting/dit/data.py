@@ -15,6 +15,8 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+from common.splits import stratified_split
+
 IMAGE_SIZE, CHANNELS, NUM_CLASSES = 16, 1, 10
 HELDOUT_FRACTION, SPLIT_SEED = 0.2, 0
 SPLITS = ("train", "heldout")
@@ -35,16 +37,8 @@ def _all() -> tuple[torch.Tensor, torch.Tensor]:
 @lru_cache(maxsize=1)
 def _split() -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (train, held-out), stratified by class and seeded by ``SPLIT_SEED``."""
-    labels = _all()[1]
-    g = torch.Generator().manual_seed(SPLIT_SEED)
-    train, heldout = [], []
-    for c in range(NUM_CLASSES):
-        idx = (labels == c).nonzero().flatten()
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        n = round(HELDOUT_FRACTION * len(idx))
-        heldout.append(idx[:n])
-        train.append(idx[n:])
-    return torch.cat(train).sort().values, torch.cat(heldout).sort().values
+    train, _, heldout = stratified_split(_all()[1], (0.0, HELDOUT_FRACTION), SPLIT_SEED)
+    return train, heldout
 
 
 def digits(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:

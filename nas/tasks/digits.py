@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 import torch
 
+from common.splits import stratified_split
 from nas.tasks.base import Task, register_task
 from nas.tasks.splits import FixedSplits
 from search_spaces import HeadSpec
@@ -28,26 +29,6 @@ def load_digit_images() -> tuple[torch.Tensor, torch.Tensor]:
     data = load_digits()
     images = torch.as_tensor(data.images, dtype=torch.float32).unsqueeze(1)
     return images, torch.as_tensor(data.target, dtype=torch.long)
-
-
-# Not sklearn's train_test_split(stratify=...): it draws another partition for the same seed
-# (numpy's generator, its own rounding per class), which would move images between the
-# splits of existing runs (a resumed search would score on images its supernet trained on).
-def stratified_split(
-    labels: torch.Tensor, fracs: tuple[float, float], seed: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Indices of (train, val, test): per class, ``round(fracs[1] * n)`` images go to test and
-    ``round(fracs[0] * n)`` to val, chosen by a permutation drawn from ``seed``."""
-    g = torch.Generator().manual_seed(seed)
-    parts: tuple[list[torch.Tensor], ...] = ([], [], [])
-    for c in torch.unique(labels).tolist():
-        idx = (labels == c).nonzero().flatten()
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        n_test, n_val = round(fracs[1] * len(idx)), round(fracs[0] * len(idx))
-        parts[2].append(idx[:n_test])
-        parts[1].append(idx[n_test : n_test + n_val])
-        parts[0].append(idx[n_test + n_val :])
-    return tuple(torch.cat(p).sort().values for p in parts)  # type: ignore[return-value]
 
 
 @register_task("digits")

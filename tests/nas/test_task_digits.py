@@ -8,7 +8,8 @@ import random
 import pytest
 import torch
 
-from nas.tasks.digits import Digits, load_digit_images, stratified_split
+from common.splits import stratified_split
+from nas.tasks.digits import Digits, load_digit_images
 from search_spaces import build_model
 from search_spaces.space import load_space
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from grafting.dit import metric
+from grafting.dit import data, metric
 from grafting.dit.data import digits
 
 
@@ -25,6 +25,9 @@ def test_digits_split():
     flat = {tuple(v.flatten().tolist()) for v in x}
     assert not any(tuple(v.flatten().tolist()) in flat for v in xh[:50])  # disjoint
     assert torch.equal(digits("train")[0], x)
+    # the partition itself is pinned: a trained teacher's held-out images must stay held out
+    heldout = data._split()[1]
+    assert heldout[:8].tolist() == [1, 2, 6, 10, 13, 16, 22, 25] and int(heldout.sum()) == 331046
     with pytest.raises(ValueError, match="unknown digits split 'test'; available: train, heldout"):
         digits("test")
 
