@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -84,7 +85,7 @@ def graft_both(out: Path, best_plan: Path, overrides: list[str]) -> dict:
     return {"reports": reports, "latency_vs_linear_50": lat}
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/bench-graft-search")
     p.add_argument("--rank-plans", type=int, default=12)
@@ -92,18 +93,16 @@ def main() -> None:
     p.add_argument("--bootstrap", type=int, default=2000)
     p.add_argument("--section", default="graft_search")
     p.add_argument("--no-write", action="store_true")
-    args, overrides = p.parse_known_args()
-    out = Path(args.out)
+    return p
 
-    start = time.perf_counter()
-    first = search(out, overrides)
-    first_min = (time.perf_counter() - start) / 60
-    t = first["seconds"]
 
+def more_plans(out: Path, graft_space: str, rank_plans: int) -> tuple[set[str], list[int]]:
+    """The folders already finalized, and the trials to finalize besides (distinct feasible
+    plans, no baselines, spread over validation fidelity) for ``rank_plans`` in all."""
     import optuna
 
     study = optuna.load_study(
-        study_name=f"graft-{first['graft_space']}",
+        study_name=f"graft-{graft_space}",
         storage=f"sqlite:///{(out / 'study.db').resolve()}",
     )
     seen, distinct = set(), []
@@ -117,20 +116,11 @@ def main() -> None:
         for n, v in distinct
         if f"trial_{n:04d}" not in done and not study.trials[n].user_attrs.get("baseline")
     ]
-    extra = spread(distinct, max(0, args.rank_plans - len(done)))
-    second = search(out, [*overrides, f"finalize.trials=[{','.join(map(str, extra))}]"])
+    return done, spread(distinct, max(0, rank_plans - len(done)))
 
-    import json
 
-    finalized = {}
-    for folder in sorted((out / "finalized").iterdir()):
-        rep = json.loads((folder / "report.json").read_text())
-        finalized[rep["trial"]] = rep
-    nums = sorted(finalized)
-    s1 = np.array([finalized[n]["validation"]["stage1"] for n in nums])
-    s2 = np.array([finalized[n]["validation"]["stage2"] for n in nums])
-    ho = np.array([heldout(finalized[n]) for n in nums])
-
+def best_plan(second: dict, finalized: dict, nums: list[int], decoder: bool) -> int | None:
+    """The finalized front member of best held-out fidelity no slower than linear_50."""
     front = {r["trial"]: r for r in second["front"]}
     lin = next(r for r in second["front"] if r["baseline"] == "linear_50")
     eligible = [
@@ -138,30 +128,52 @@ def main() -> None:
         for n in nums
         if n in front and front[n]["front"] and front[n]["latency_x_host"] <= lin["latency_x_host"]
     ]
-    sign = -1 if first["fidelity"] == "kl" else 1  # higher is better for cosine
-    best = max(eligible, key=lambda n: sign * heldout(finalized[n])) if eligible else None
-    decoder = first["fidelity"] == "kl"
+    sign = -1 if decoder else 1  # higher is better for cosine
+    return max(eligible, key=lambda n: sign * heldout(finalized[n])) if eligible else None
 
-    lines = [
-        header(
-            f"Searching graft plans on {first['base']} (benchmarks/graft_search.py)", command_line()
-        ),
-        "",
-    ]
-    measure = (
-        "per-token KL(host || plan) on 1,024-token validation windows"
-        if decoder
-        else "mean embedding cosine to the host over validation sentences and passages"
+
+def measure(args: argparse.Namespace, overrides: list[str]) -> dict:
+    """The timed search, more plans finalized, the fidelities of every finalized plan and (for
+    encoders, unless ``--skip-graft``) the best plan and linear_50 through ``grafting.graft``."""
+    out = Path(args.out)
+    start = time.perf_counter()
+    first = search(out, overrides)
+    first_min = (time.perf_counter() - start) / 60
+    done, extra = more_plans(out, first["graft_space"], args.rank_plans)
+    second = search(out, [*overrides, f"finalize.trials=[{','.join(map(str, extra))}]"])
+    finalized = {}
+    for folder in sorted((out / "finalized").iterdir()):
+        rep = json.loads((folder / "report.json").read_text())
+        finalized[rep["trial"]] = rep
+    nums = sorted(finalized)
+    decoder = first["fidelity"] == "kl"
+    best = best_plan(second, finalized, nums, decoder)
+    both = None
+    if best is not None and not args.skip_graft and not decoder:
+        both = graft_both(out / "graft", Path(second["plan_files"][str(best)]), overrides)
+    return dict(
+        first=first,
+        first_min=first_min,
+        done=done,
+        table=second["table"],
+        finalized=finalized,
+        nums=nums,
+        s1=np.array([finalized[n]["validation"]["stage1"] for n in nums]),
+        s2=np.array([finalized[n]["validation"]["stage2"] for n in nums]),
+        ho=np.array([heldout(finalized[n]) for n in nums]),
+        decoder=decoder,
+        best=best,
+        both=both,
     )
-    lines.append(
-        f"Graft space `{first['graft_space']}` ({first['space_size']:,} plans), fidelity = {measure} (text the report never evaluates on), "
-        f"latency = forward time / host's at {first['seq_len']} tokens, measured side by side per trial. "
-        f"{first['plans']} distinct plans scored, the space's baselines among them."
-    )
-    lines += ["", "### 1. The whole search", ""]
+
+
+def render_search(res: dict) -> list[str]:
+    """Section 1: the whole search timed, the front and baselines."""
+    t, first_min, decoder = res["first"]["seconds"], res["first_min"], res["decoder"]
+    lines = ["", "### 1. The whole search", ""]
     lines.append(
         f"Library (stage 1 once for every layer x candidate) {t['library'] / 60:.1f} min, search {t['search'] / 60:.1f} min, "
-        f"stage 2 + report of {', '.join(sorted(done))} {t['finalize'] / 60:.1f} min: "
+        f"stage 2 + report of {', '.join(sorted(res['done']))} {t['finalize'] / 60:.1f} min: "
         f"**{first_min:.1f} min in all** ({'met' if first_min <= 60 else 'not met'}, target <= 60 min on 2 cores)."
     )
     cols = (
@@ -174,10 +186,16 @@ def main() -> None:
         f"Front and baselines (val: after stage 1, assembled; {cols} on held-out text after stage 2, finalized rows only; speedup: host / plan in the finalized report):",
         "",
         "```",
-        second["table"],
+        res["table"],
         "```",
     ]
-    lines += [
+    return lines
+
+
+def render_ranking(res: dict, n_boot: int) -> list[str]:
+    """Section 2: τ of stage-1 fidelity against stage-2 fidelity, and every finalized plan."""
+    nums, s1, s2, ho, finalized = res["nums"], res["s1"], res["s2"], res["ho"], res["finalized"]
+    lines = [
         "",
         f"### 2. Does fidelity after stage 1 rank plans as after stage 2 does? ({len(nums)} plans finalized)",
         "",
@@ -186,8 +204,8 @@ def main() -> None:
         "| stage 1 (validation) vs | plans | Kendall τ | 90% bootstrap | target |",
         "|---|---|---|---|---|",
     ]
-    lines.append(tau_row("stage 2, validation text", s1, s2, args.bootstrap))
-    lines.append(tau_row("stage 2, held-out text", s1, ho, args.bootstrap))
+    lines.append(tau_row("stage 2, validation text", s1, s2, n_boot))
+    lines.append(tau_row("stage 2, held-out text", s1, ho, n_boot))
     lines += [
         "",
         "| trial | plan | val stage 1 | val stage 2 | held-out stage 2 |",
@@ -197,32 +215,66 @@ def main() -> None:
         lines.append(
             f"| {n} | {finalized[n]['plan']}: {finalized[n]['choices']} | {a:.4f} | {b:.4f} | {c:.4f} |"
         )
-    if best is not None and not args.skip_graft and not decoder:
-        both = graft_both(out / "graft", Path(second["plan_files"][str(best)]), overrides)
-        r, lat = both["reports"], both["latency_vs_linear_50"]
-        lines += [
-            "",
-            f"### 3. The best searched plan (trial {best}: {finalized[best]['choices']}) vs linear_50, both through `python -m grafting.graft`",
-            "",
-        ]
-        lines += [
-            "| plan | cos sentences | cos passages | ood sentences | ood passages | speedup @512 (report) |",
-            "|---|---|---|---|---|---|",
-        ]
-        for name, rep in r.items():
-            f = rep["fidelity"]
-            lines.append(
-                f"| {name} | {f['sentences']['mean_cosine']:.4f} | {f['passages']['mean_cosine']:.4f} | {f['ood_sentences']['mean_cosine']:.4f} | {f['ood_passages']['mean_cosine']:.4f} | {rep['latency'][-1]['speedup']:.2f}x |"
-            )
-        fs, fl = r["searched"]["fidelity"], r["linear_50"]["fidelity"]
-        better = all(fs[k]["mean_cosine"] > fl[k]["mean_cosine"] for k in ("sentences", "passages"))
-        faster = lat["ratio"] <= 1.0
-        lines += [
-            "",
-            f"Latency searched / linear_50, side by side at 512 tokens ({lat['rounds']} alternating rounds): **{lat['ratio']:.3f}**. "
-            f"Target (higher held-out fidelity on sentences and passages at <= linear_50's latency): **{'met' if better and faster else 'not met'}**.",
-        ]
-    body = "\n".join(lines)
+    return lines
+
+
+def render_graft(res: dict) -> list[str]:
+    """Section 3: the best searched plan against linear_50, both through ``grafting.graft``."""
+    best, both = res["best"], res["both"]
+    r, lat = both["reports"], both["latency_vs_linear_50"]
+    lines = [
+        "",
+        f"### 3. The best searched plan (trial {best}: {res['finalized'][best]['choices']}) vs linear_50, both through `python -m grafting.graft`",
+        "",
+    ]
+    lines += [
+        "| plan | cos sentences | cos passages | ood sentences | ood passages | speedup @512 (report) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, rep in r.items():
+        f = rep["fidelity"]
+        lines.append(
+            f"| {name} | {f['sentences']['mean_cosine']:.4f} | {f['passages']['mean_cosine']:.4f} | {f['ood_sentences']['mean_cosine']:.4f} | {f['ood_passages']['mean_cosine']:.4f} | {rep['latency'][-1]['speedup']:.2f}x |"
+        )
+    fs, fl = r["searched"]["fidelity"], r["linear_50"]["fidelity"]
+    better = all(fs[k]["mean_cosine"] > fl[k]["mean_cosine"] for k in ("sentences", "passages"))
+    faster = lat["ratio"] <= 1.0
+    lines += [
+        "",
+        f"Latency searched / linear_50, side by side at 512 tokens ({lat['rounds']} alternating rounds): **{lat['ratio']:.3f}**. "
+        f"Target (higher held-out fidelity on sentences and passages at <= linear_50's latency): **{'met' if better and faster else 'not met'}**.",
+    ]
+    return lines
+
+
+def render(res: dict, args: argparse.Namespace) -> str:
+    """The BENCHMARKS.md section: the space, then sections 1, 2 and (when grafted) 3."""
+    first = res["first"]
+    fidelity = (
+        "per-token KL(host || plan) on 1,024-token validation windows"
+        if res["decoder"]
+        else "mean embedding cosine to the host over validation sentences and passages"
+    )
+    lines = [
+        header(
+            f"Searching graft plans on {first['base']} (benchmarks/graft_search.py)", command_line()
+        ),
+        "",
+        f"Graft space `{first['graft_space']}` ({first['space_size']:,} plans), fidelity = {fidelity} (text the report never evaluates on), "
+        f"latency = forward time / host's at {first['seq_len']} tokens, measured side by side per trial. "
+        f"{first['plans']} distinct plans scored, the space's baselines among them.",
+    ]
+    lines += render_search(res)
+    lines += render_ranking(res, args.bootstrap)
+    if res["both"] is not None:
+        lines += render_graft(res)
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args, overrides = build_parser().parse_known_args()
+    res = measure(args, overrides)
+    body = render(res, args)
     print(body)
     if not args.no_write:
         write_section(args.section, body)

@@ -34,13 +34,14 @@ from scipy.stats import kendalltau
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 from benchmarks.common import command_line, header, write_section  # noqa: E402
 from nas.latency import (  # noqa: E402
+    LatencyTable,
     build_table,
     device_fingerprint,
     measure_relative,
     predicted_record,
 )
 from search_spaces import Arch  # noqa: E402
-from search_spaces.space import load_space  # noqa: E402
+from search_spaces.space import SearchSpace, load_space  # noqa: E402
 
 SHORT = {"softmax": "S", "sqa": "Q", "linear": "L", "sliding_window": "W", "ssm": "M"}
 
@@ -68,7 +69,7 @@ def verdict(value: float, target: float, higher_is_better: bool) -> str:
     return "met" if ok else "NOT met"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", default="efficient_attn")
     parser.add_argument("--n", type=int, default=50)
@@ -83,8 +84,65 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cv-archs", type=int, default=5)
     parser.add_argument("--cv-repeats", type=int, default=5)
     parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def measure_archs(
+    space: SearchSpace,
+    reference: Arch,
+    table: LatencyTable,
+    shape: tuple,
+    device: str,
+    key: str,
+    args: argparse.Namespace,
+    opts: dict,
+) -> list[dict]:
+    """``--n`` random archs, each measured against ``reference`` and predicted from ``table``."""
+    rows = []
+    for i in range(args.n):
+        arch = space.sample(random.Random(i))
+        rel = measure_relative(arch, reference, shape, device, args.repeats, **opts)
+        pred = predicted_record(table, arch, reference, shape, key)
+        rows.append(
+            dict(
+                seed=i,
+                arch=arch,
+                ms=rel.candidate.median_ms,
+                ratio=rel.ratio,
+                ref_ms=rel.reference.median_ms,
+                pred_ms=pred.ms,
+                pred_ratio=pred.ratio,
+            )
+        )
+        log(
+            f"arch {i + 1}/{args.n} {describe(arch)}: measured {rel.ratio:.3f}, predicted {pred.ratio:.3f}"
+        )
+    return rows
+
+
+def measure_repeats(
+    rows: list[dict],
+    reference: Arch,
+    shape: tuple,
+    device: str,
+    args: argparse.Namespace,
+    opts: dict,
+) -> tuple[list[float], list[float]]:
+    """Run-to-run CV (absolute ms, ratio) of the first ``--cv-archs`` archs over ``--cv-repeats``
+    measurements, interleaved across the archs."""
+    repeated: dict[int, list[tuple[float, float]]] = {r["seed"]: [] for r in rows[: args.cv_archs]}
+    for rep in range(args.cv_repeats):
+        for row in rows[: args.cv_archs]:
+            rel = measure_relative(row["arch"], reference, shape, device, args.repeats, **opts)
+            repeated[row["seed"]].append((rel.candidate.median_ms, rel.ratio))
+        log(f"repeat {rep + 1}/{args.cv_repeats} done")
+    cv_ms = [cv([ms for ms, _ in v]) for v in repeated.values()]
+    cv_ratio = [cv([ratio for _, ratio in v]) for v in repeated.values()]
+    return cv_ms, cv_ratio
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Builds the table, measures and predicts the archs, repeats some; results for ``render``."""
     space = load_space(args.space)
     reference, shape, device = space.baseline(), (1, args.length), "cpu"
     fp = device_fingerprint(device, args.threads, args.clock)
@@ -101,43 +159,31 @@ def main(argv: list[str] | None = None) -> int:
         progress=log,
     )
     log(f"table: {len(table.entries)} entries in {table.build_seconds:.0f} s")
-
-    rows = []
-    for i in range(args.n):
-        arch = space.sample(random.Random(i))
-        rel = measure_relative(arch, reference, shape, device, args.repeats, **opts)
-        pred = predicted_record(table, arch, reference, shape, fp.key)
-        rows.append(
-            dict(
-                seed=i,
-                arch=arch,
-                ms=rel.candidate.median_ms,
-                ratio=rel.ratio,
-                ref_ms=rel.reference.median_ms,
-                pred_ms=pred.ms,
-                pred_ratio=pred.ratio,
-            )
-        )
-        log(
-            f"arch {i + 1}/{args.n} {describe(arch)}: measured {rel.ratio:.3f}, predicted {pred.ratio:.3f}"
-        )
+    rows = measure_archs(space, reference, table, shape, device, fp.key, args, opts)
     measure_seconds = time.perf_counter() - begin - table.build_seconds
-
-    repeated: dict[int, list[tuple[float, float]]] = {r["seed"]: [] for r in rows[: args.cv_archs]}
-    for rep in range(args.cv_repeats):
-        for row in rows[: args.cv_archs]:
-            rel = measure_relative(row["arch"], reference, shape, device, args.repeats, **opts)
-            repeated[row["seed"]].append((rel.candidate.median_ms, rel.ratio))
-        log(f"repeat {rep + 1}/{args.cv_repeats} done")
-    cv_ms = [cv([ms for ms, _ in v]) for v in repeated.values()]
-    cv_ratio = [cv([ratio for _, ratio in v]) for v in repeated.values()]
-
-    measured = [r["ratio"] for r in rows]
-    predicted = [r["pred_ratio"] for r in rows]
-    tau = kendalltau(predicted, measured).statistic
-    ape_ratio = [abs(r["pred_ratio"] - r["ratio"]) / r["ratio"] for r in rows]
-    ape_ms = [abs(r["pred_ms"] - r["ms"]) / r["ms"] for r in rows]
+    cv_ms, cv_ratio = measure_repeats(rows, reference, shape, device, args, opts)
     total = time.perf_counter() - begin
+    return dict(
+        shape=shape,
+        fingerprint=fp.key,
+        reference=reference.signature,
+        reference_ms=table.predict_ms(reference),
+        entries=len(table.entries),
+        build_seconds=table.build_seconds,
+        measure_seconds=measure_seconds,
+        total=total,
+        load=(load_start, os.getloadavg()),
+        rows=rows,
+        cv_ms=cv_ms,
+        cv_ratio=cv_ratio,
+    )
+
+
+def render_summary(res: dict, args: argparse.Namespace, ape_ratio: list[float]) -> str:
+    """The targets: τ, MdAPE, run-to-run CV, and the baseline's spread across windows."""
+    rows, cv_ms, cv_ratio = res["rows"], res["cv_ms"], res["cv_ratio"]
+    tau = kendalltau([r["pred_ratio"] for r in rows], [r["ratio"] for r in rows]).statistic
+    ape_ms = [abs(r["pred_ms"] - r["ms"]) / r["ms"] for r in rows]
     ref_ms = [r["ref_ms"] for r in rows]
     summary = [
         "| metric | value | target | |",
@@ -149,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         f"| run-to-run CV of absolute ms, median (max) | {statistics.median(cv_ms):.1%} ({max(cv_ms):.1%}) | | |",
         f"| baseline ms across the {args.n} windows: min / median / max | {min(ref_ms):.1f} / {statistics.median(ref_ms):.1f} / {max(ref_ms):.1f} | | |",
     ]
+    return "\n".join(summary)
+
+
+def render_detail(rows: list[dict], ape_ratio: list[float]) -> str:
+    """The per-architecture table, folded."""
     detail = [
         "| seed | arch | measured ms | measured ratio | predicted ms | predicted ratio | error |",
         "|---:|---|---:|---:|---:|---:|---:|",
@@ -158,28 +209,46 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['seed']} | {describe(r['arch'])} | {r['ms']:.1f} | {r['ratio']:.3f} "
             f"| {r['pred_ms']:.1f} | {r['pred_ratio']:.3f} | {err:.1%} |"
         )
-    body = "\n\n".join(
+    return (
+        "<details><summary>per architecture (arch: width and mixer per layer: S softmax, "
+        "Q sqa, L linear, W sliding window, M ssm)</summary>\n\n"
+        + "\n".join(detail)
+        + "\n\n</details>"
+    )
+
+
+def render(res: dict, args: argparse.Namespace) -> str:
+    """The BENCHMARKS.md section: protocol, targets, per-arch table."""
+    ape_ratio = [abs(r["pred_ratio"] - r["ratio"]) / r["ratio"] for r in res["rows"]]
+    load_start, load_end = res["load"]
+    protocol = (
+        f"Space `{args.space}`, latency shape {res['shape']}, CPU, {args.threads} thread(s), {args.clock} clock "
+        f"(fingerprint `{res['fingerprint']}`), float32, inference mode. Reference: the space's baseline "
+        f"(`{res['reference']}`, predicted {res['reference_ms']:.1f} ms). Each "
+        f"measurement: alternating rounds candidate/baseline (one block of calls each, "
+        f"≥ {args.repeats} rounds and ≥ {args.window} s); ratio = median per-round ratio. "
+        f"Lookup table: {res['entries']} entries, {args.table_rounds} interleaved rounds, "
+        f"built in {res['build_seconds']:.0f} s; measurements "
+        f"{res['measure_seconds']:.0f} s; whole run {res['total'] / 60:.1f} min. The machine is shared "
+        f"with other jobs (numbers drift; ratios are what compare): load average (1, 5, 15 "
+        f"min) {_load(load_start)} at the start, {_load(load_end)} at the end."
+    )
+    return "\n\n".join(
         [
             header(
                 "Latency predictor vs measurement (benchmarks/latency_predictor.py)", command_line()
             ),
-            f"Space `{args.space}`, latency shape {shape}, CPU, {args.threads} thread(s), {args.clock} clock "
-            f"(fingerprint `{fp.key}`), float32, inference mode. Reference: the space's baseline "
-            f"(`{reference.signature}`, predicted {table.predict_ms(reference):.1f} ms). Each "
-            f"measurement: alternating rounds candidate/baseline (one block of calls each, "
-            f"≥ {args.repeats} rounds and ≥ {args.window} s); ratio = median per-round ratio. "
-            f"Lookup table: {len(table.entries)} entries, {args.table_rounds} interleaved rounds, "
-            f"built in {table.build_seconds:.0f} s; measurements "
-            f"{measure_seconds:.0f} s; whole run {total / 60:.1f} min. The machine is shared "
-            f"with other jobs (numbers drift; ratios are what compare): load average (1, 5, 15 "
-            f"min) {_load(load_start)} at the start, {_load(os.getloadavg())} at the end.",
-            "\n".join(summary),
-            "<details><summary>per architecture (arch: width and mixer per layer: S softmax, "
-            "Q sqa, L linear, W sliding window, M ssm)</summary>\n\n"
-            + "\n".join(detail)
-            + "\n\n</details>",
+            protocol,
+            render_summary(res, args, ape_ratio),
+            render_detail(res["rows"], ape_ratio),
         ]
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    res = measure(args)
+    body = render(res, args)
     print(body)
     if not args.no_write:
         write_section("latency_predictor", body)

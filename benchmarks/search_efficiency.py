@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+from omegaconf import DictConfig
 
 # Optuna exposes hypervolume only inside its plots; this is the function they call.
 from optuna._hypervolume import compute_hypervolume
@@ -54,7 +55,8 @@ from benchmarks._supernet_fixture import (  # noqa: E402
 from benchmarks.common import command_line, header, write_section  # noqa: E402
 from nas.latency import LatencyEstimator  # noqa: E402
 from nas.study import Scorer, enqueue_baseline, make_sampler, objective, sampler_names  # noqa: E402
-from search_spaces import Arch  # noqa: E402
+from nas.tasks import Task  # noqa: E402
+from search_spaces import Arch, HeadSpec  # noqa: E402
 from search_spaces.space import SearchSpace  # noqa: E402
 
 
@@ -128,7 +130,7 @@ def parse_list(text: str, kind, name: str) -> list:
     return values
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--space", default="efficient_attn")
     p.add_argument("--supernet", default=None, help="a trained supernet directory to reuse")
@@ -153,7 +155,13 @@ def main(argv: list[str] | None = None) -> int:
         help="Hydra override of the supernet's config, e.g. train.lr=0.001",
     )
     p.add_argument("--dry-run", action="store_true", help="tiny budgets; BENCHMARKS.md untouched")
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[int], list[str]]:
+    """The checked arguments, the trial counts to score (sorted) and the samplers' names;
+    ``--dry-run`` applies its tiny budgets here."""
+    args = build_parser().parse_args(argv)
     checkpoints = sorted(set(parse_list(args.trials, int, "trials")))
     samplers = parse_list(args.samplers, str, "samplers")
     bad = [s for s in samplers if s not in sampler_names()]
@@ -163,24 +171,21 @@ def main(argv: list[str] | None = None) -> int:
         args.supernet_steps, args.seeds, checkpoints = 4, 2, [3, 6]
     if min(checkpoints) < 1 or args.seeds < 1 or args.supernet_steps < 1:
         raise ValueError("--trials, --seeds and --supernet-steps must be positive")
-    out = Path(args.out or (DRY_OUT if args.dry_run else DEFAULT_OUT))
-    cfg, space, task = compose(
-        "search",
-        args.space,
-        args.task_override,
-        task=args.task,
-        steps=args.supernet_steps,
-        seed=args.seed,
-        dry_run=args.dry_run,
-        threads=args.threads,
-        extra=args.supernet_override,
-    )
-    maximize = task.direction == "maximize"
-    head, shape = task.head(), tuple(cfg.latency.shape or task.latency_shape)
-    default_sampler = cfg.search.sampler
-    val_batches = args.val_batches or cfg.search.val_batches
-    load0, begin = os.getloadavg(), time.perf_counter()
+    return args, checkpoints, samplers
 
+
+def make_scorer(
+    args: argparse.Namespace,
+    cfg: DictConfig,
+    space: SearchSpace,
+    task: Task,
+    head: HeadSpec,
+    shape: tuple,
+    val_batches: int | None,
+) -> tuple[MemoScorer, dict, float | None]:
+    """The scorer every study shares (one supernet, one latency estimator), the supernet's
+    metadata and the slowest predicted latency ratio of the space."""
+    out = Path(args.out or (DRY_OUT if args.dry_run else DEFAULT_OUT))
     supernet, meta = obtain_supernet(cfg, space, task, args.supernet, out)
     log(f"latency: {args.latency} at shape {shape} (a lookup table is built once if missing)")
     estimator = LatencyEstimator.for_space(
@@ -196,21 +201,37 @@ def main(argv: list[str] | None = None) -> int:
     )
     worst = slowest_ratio(space, estimator)
     scorer = MemoScorer(supernet.eval(), task, estimator, val_batches)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return scorer, meta, worst
 
-    n_max, ref = max(checkpoints), (args.ref_metric, args.ref_latency)
+
+def log_estimate(
+    scorer: Scorer, space: SearchSpace, head: HeadSpec, n_studies: int, n_max: int
+) -> None:
+    """Times three fresh random archs and logs the estimated time of every study."""
     probe = [space.sample(random.Random(1000 + k), head=head) for k in range(3)]
     start = time.perf_counter()
     for arch in probe:  # not memoised: a fresh trial's cost
         Scorer.__call__(scorer, arch)
     per_trial = (time.perf_counter() - start) / len(probe)
-    n_studies = args.seeds * len(samplers)
     log(
         f"{n_studies} studies x {n_max} trials at ~{per_trial:.2f} s per scored arch: estimated "
         f"~{n_studies * n_max * per_trial / 60:.0f} min at most (memoised repeats are free; "
         f"the gp sampler adds its own fitting time, which grows with the trials)"
     )
-    runs = [(seed, name) for seed in range(args.seeds) for name in samplers]  # seed-major: ETA
+
+
+def run_studies(
+    scorer: Scorer,
+    samplers: list[str],
+    seeds: int,
+    checkpoints: list[int],
+    ref: tuple[float, float],
+    maximize: bool,
+) -> tuple[dict[str, dict[int, list[float]]], dict[str, list[float]]]:
+    """Every sampler with seeds 0 .. ``seeds`` - 1: ``{sampler: {N: hypervolume per seed}}`` and
+    ``{sampler: seconds per study}``."""
+    n_max = max(checkpoints)
+    runs = [(seed, name) for seed in range(seeds) for name in samplers]  # seed-major: ETA
     hv: dict[str, dict[int, list[float]]] = {s: {n: [] for n in checkpoints} for s in samplers}
     seconds: dict[str, list[float]] = {s: [] for s in samplers}
     bar = tqdm(total=len(runs) * n_max, desc="trials (all studies)", unit="trial")
@@ -226,30 +247,86 @@ def main(argv: list[str] | None = None) -> int:
             per_round = (time.perf_counter() - search_start) / ((i + 1) / len(samplers))
             log(f"seed {seed} done; estimated {rounds_left * per_round / 60:.1f} min left")
     bar.close()
+    return hv, seconds
+
+
+def measure(args: argparse.Namespace, checkpoints: list[int], samplers: list[str]) -> dict:
+    """Every study run and scored; the hypervolumes, times and settings for ``render``."""
+    cfg, space, task = compose(
+        "search",
+        args.space,
+        args.task_override,
+        task=args.task,
+        steps=args.supernet_steps,
+        seed=args.seed,
+        dry_run=args.dry_run,
+        threads=args.threads,
+        extra=args.supernet_override,
+    )
+    maximize = task.direction == "maximize"
+    head, shape = task.head(), tuple(cfg.latency.shape or task.latency_shape)
+    val_batches = args.val_batches or cfg.search.val_batches
+    load0, begin = os.getloadavg(), time.perf_counter()
+    scorer, meta, worst = make_scorer(args, cfg, space, task, head, shape, val_batches)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    n_max, ref = max(checkpoints), (args.ref_metric, args.ref_latency)
+    log_estimate(scorer, space, head, args.seeds * len(samplers), n_max)
+    hv, seconds = run_studies(scorer, samplers, args.seeds, checkpoints, ref, maximize)
     total = time.perf_counter() - begin
+    return dict(
+        space=space.name,
+        task=task.name,
+        metric=task.metric_name,
+        direction=task.direction,
+        steps=meta.get("steps"),
+        default_sampler=cfg.search.sampler,
+        val_batches=val_batches,
+        shape=shape,
+        worst=worst,
+        checkpoints=checkpoints,
+        samplers=samplers,
+        hv=hv,
+        seconds=seconds,
+        scored=len(scorer.memo),
+        total=total,
+        load=(load0, os.getloadavg()),
+    )
 
-    def stats(values: list[float]) -> tuple[float, float]:
-        return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def render_table(res: dict) -> str:
+    """Hypervolume after each number of trials (mean ± std [min, max] over seeds) per sampler."""
+    checkpoints, hv = res["checkpoints"], res["hv"]
     table = [
         "| sampler | "
         + " | ".join(f"HV@{n} mean ± std [min, max]" for n in checkpoints)
         + " | s per study |",
         "|---|" + "---:|" * (len(checkpoints) + 1),
     ]
-    for name in samplers:
+    for name in res["samplers"]:
         cells = []
         for n in checkpoints:
-            m, s = stats(hv[name][n])
+            m, s = _mean_std(hv[name][n])
             cells.append(f"{m:.4f} ± {s:.4f} [{min(hv[name][n]):.4f}, {max(hv[name][n]):.4f}]")
-        label = f"{name} (default)" if name == default_sampler else name
+        label = f"{name} (default)" if name == res["default_sampler"] else name
         table.append(
-            f"| {label} | " + " | ".join(cells) + f" | {statistics.mean(seconds[name]):.1f} |"
+            f"| {label} | "
+            + " | ".join(cells)
+            + f" | {statistics.mean(res['seconds'][name]):.1f} |"
         )
+    return "\n".join(table)
+
+
+def render_verdicts(res: dict, seeds: int) -> str:
+    """The default sampler against random search after each number of trials."""
+    default_sampler, samplers, hv = res["default_sampler"], res["samplers"], res["hv"]
     verdicts = []
     if default_sampler in samplers and "random" in samplers and default_sampler != "random":
-        for n in checkpoints:
-            (md, sd), (mr, sr) = stats(hv[default_sampler][n]), stats(hv["random"][n])
+        for n in res["checkpoints"]:
+            (md, sd), (mr, sr) = _mean_std(hv[default_sampler][n]), _mean_std(hv["random"][n])
             spread = max(sd, sr)
             by = f"{(md - mr) / spread:+.1f} std" if spread > 0 else "no spread"
             word = "beats" if md > mr else "does NOT beat"
@@ -257,8 +334,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"- after {n} trials: the default `{default_sampler}` {word} random "
                 f"search: mean HV {md:.4f} vs {mr:.4f} (difference {md - mr:+.4f}, {by} "
                 f"of the larger std); seeds where {default_sampler} > random: "
-                f"{sum(a > b for a, b in zip(hv[default_sampler][n], hv['random'][n], strict=True))}/{args.seeds}"
+                f"{sum(a > b for a, b in zip(hv[default_sampler][n], hv['random'][n], strict=True))}/{seeds}"
             )
+    return "\n".join(verdicts) or "(the default sampler or random search was not run)"
+
+
+def render_protocol(res: dict, args: argparse.Namespace) -> str:
+    """The paragraph on the space, the supernet, each study and the reference point."""
+    n_max, metric, worst = max(res["checkpoints"]), res["metric"], res["worst"]
     latency_text = (
         "predicted from the per-operator lookup table (deterministic and fast: every sampler "
         "sees exactly the same objective, so the comparison measures the samplers, not timing "
@@ -267,33 +350,44 @@ def main(argv: list[str] | None = None) -> int:
         else "measured against the baseline, interleaved (SQLite cache: repeated archs free)"
     )
     worst_text = f"; the slowest arch of the space is predicted at {worst:.2f}x" if worst else ""
-    load = (
-        "/".join(f"{x:.1f}" for x in load0) + " -> " + "/".join(f"{x:.1f}" for x in os.getloadavg())
+    load = " -> ".join("/".join(f"{x:.1f}" for x in la) for la in res["load"])
+    return (
+        f"Space `{res['space']}`, task `{res['task']}` (metric {metric}, {res['direction']}), "
+        f"{args.threads} thread(s). One supernet for every study: {res['steps']} steps "
+        f"({'loaded from ' + args.supernet if args.supernet else 'trained by the benchmarks'}). "
+        f"Each study: in-memory Optuna storage, `nas.study.make_sampler(name, seed, {n_max})` "
+        f"(NSGA-II population {max(4, n_max // 4)}), the baseline enqueued as trial 0, objective "
+        f"`nas.study.objective` (validation {metric} with inherited weights on {res['val_batches']} "
+        f"batches; latency ratio to the baseline at shape {list(res['shape'])}, {latency_text}). "
+        f"Seeds 0..{args.seeds - 1} per sampler. Hypervolume of the first N completed trials with the "
+        f"**reference point ({metric} = {args.ref_metric}, latency ratio = "
+        f"{args.ref_latency})**{worst_text}; the largest possible HV is "
+        f"{(1 - args.ref_metric) * args.ref_latency:.1f} for accuracy in [0, 1]. "
+        f"With one seed every sampler starts from the same random trials (Optuna's startup "
+        f"sampling), so early hypervolumes can coincide. {res['scored']} distinct archs scored. Whole run {res['total'] / 60:.1f} min; load average "
+        f"(1/5/15 min) {load}."
     )
-    body = "\n\n".join(
+
+
+def render(res: dict, args: argparse.Namespace) -> str:
+    """The BENCHMARKS.md section: protocol, hypervolume table, the default sampler vs random."""
+    return "\n\n".join(
         [
             header(
                 "Search efficiency of the samplers (benchmarks/search_efficiency.py)",
                 command_line(),
             ),
-            f"Space `{space.name}`, task `{task.name}` (metric {task.metric_name}, {task.direction}), "
-            f"{args.threads} thread(s). One supernet for every study: {meta.get('steps')} steps "
-            f"({'loaded from ' + args.supernet if args.supernet else 'trained by the benchmarks'}). "
-            f"Each study: in-memory Optuna storage, `nas.study.make_sampler(name, seed, {n_max})` "
-            f"(NSGA-II population {max(4, n_max // 4)}), the baseline enqueued as trial 0, objective "
-            f"`nas.study.objective` (validation {task.metric_name} with inherited weights on {val_batches} "
-            f"batches; latency ratio to the baseline at shape {list(shape)}, {latency_text}). "
-            f"Seeds 0..{args.seeds - 1} per sampler. Hypervolume of the first N completed trials with the "
-            f"**reference point ({task.metric_name} = {args.ref_metric}, latency ratio = "
-            f"{args.ref_latency})**{worst_text}; the largest possible HV is "
-            f"{(1 - args.ref_metric) * args.ref_latency:.1f} for accuracy in [0, 1]. "
-            f"With one seed every sampler starts from the same random trials (Optuna's startup "
-            f"sampling), so early hypervolumes can coincide. {len(scorer.memo)} distinct archs scored. Whole run {total / 60:.1f} min; load average "
-            f"(1/5/15 min) {load}.",
-            "\n".join(table),
-            "\n".join(verdicts) or "(the default sampler or random search was not run)",
+            render_protocol(res, args),
+            render_table(res),
+            render_verdicts(res, args.seeds),
         ]
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, checkpoints, samplers = parse_args(argv)
+    res = measure(args, checkpoints, samplers)
+    body = render(res, args)
     print(body)
     if not args.dry_run:
         write_section("search_efficiency", body)

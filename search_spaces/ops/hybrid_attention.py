@@ -8,7 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from search_spaces.ops.linear_attention import FEATURE_MAPS, causal_linear_chunked, with_ones
+from search_spaces.ops.linear_attention import (
+    FEATURE_MAPS,
+    causal_linear_chunked,
+    linear_core_flops,
+    linear_uncounted_flops,
+    with_ones,
+)
 from search_spaces.ops.projections import KVCache, append_kv
 from search_spaces.ops.sliding_window import SlidingWindowAttention, key_blocks
 from search_spaces.registry import register_op
@@ -268,12 +274,19 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
     def sdpa_flops(self, seq_len: int) -> int:
         return 0  # the window part is computed by hand, not by scaled_dot_product_attention
 
+    def counted_flops(self, seq_len: int) -> int:
+        feats, dv = self.feature_map.out_dim, self.head_dim + 1
+        hidden = linear_uncounted_flops(
+            seq_len, feats, dv, causal=self.causal, chunk=self.chunk_size
+        )
+        return self.flops(seq_len) - self.heads * hidden
+
     def flops(self, seq_len: int) -> int:
         block, n, before, after = self.layout(seq_len)
         pairs = n * block * (before + 1 + after) * block
         feats, dv = self.feature_map.out_dim, self.head_dim + 1
         window = 2 * pairs * (self.head_dim + feats) + 2 * pairs * dv  # two score sets, then V
-        linear = 2 * 2 * seq_len * feats * dv  # φ(K)ᵀ V and φ(Q) S (chunked: same order)
+        linear = linear_core_flops(seq_len, feats, dv, causal=self.causal, chunk=self.chunk_size)
         sinks = seq_len * min(self.sinks, seq_len)  # (query, sink) pairs: two scores, then V
         window += 2 * sinks * (self.head_dim + feats) + 2 * sinks * dv
         maps = 2 * self.feature_map.flops(seq_len)

@@ -98,6 +98,29 @@ def causal_linear_chunked(
     return out.view(B, H, n * chunk, dv)[:, :, :L]  # (B, H, L, dv)
 
 
+def linear_core_flops(seq_len: int, feats: int, dv: int, *, causal: bool, chunk: int) -> int:
+    """FLOPs of one head's linear attention over ``seq_len`` tokens with ``feats`` features and
+    values of width ``dv``: the associative form ``φ(Q) (φ(K)ᵀ V)``, or when causal
+    ``causal_linear_chunked``'s (the masked quadratic form inside each chunk, then the states)."""
+    if not causal:
+        return 2 * 2 * seq_len * feats * dv  # φ(K)ᵀ V, then φ(Q) (φ(K)ᵀ V)
+    chunk = min(chunk, seq_len)
+    n = -(-seq_len // chunk)
+    intra = 2 * n * chunk * chunk * (feats + dv)  # φq φkᵀ, then (masked scores) V
+    states = 2 * 2 * n * chunk * feats * dv + 2 * n * feats * dv  # φkᵀV, φq S, prefix sum
+    return intra + states
+
+
+def linear_uncounted_flops(seq_len: int, feats: int, dv: int, *, causal: bool, chunk: int) -> int:
+    """The part of ``linear_core_flops`` that ``FlopCounterMode`` does not see: the chunked
+    form's in-place ``baddbmm_`` (φq S) and its prefix sum (0 when not causal)."""
+    if not causal:
+        return 0
+    chunk = min(chunk, seq_len)
+    n = -(-seq_len // chunk)
+    return 2 * n * chunk * feats * dv + 2 * n * feats * dv
+
+
 class LinearAttentionState(NamedTuple):
     """Decoding state of ``linear``: ``S = Σ φ(k) [v, 1]ᵀ`` over the tokens seen,
     (B, H, F, hd + 1); its size does not grow with the sequence."""
@@ -215,12 +238,12 @@ class LinearAttention(AttentionProjections):
     def flops(self, seq_len: int) -> int:
         feats, dv, H = self.feature_map.out_dim, self.head_dim + 1, self.heads
         maps = 2 * self.feature_map.flops(seq_len)  # q and (expanded) k
-        if not self.causal:
-            core = 2 * 2 * seq_len * feats * dv  # φ(K)ᵀ V, then φ(Q) (φ(K)ᵀ V)
-        else:
-            chunk = min(self.chunk_size, seq_len)
-            n = -(-seq_len // chunk)
-            intra = 2 * n * chunk * chunk * (feats + dv)  # φq φkᵀ, then (masked scores) V
-            states = 2 * 2 * n * chunk * feats * dv + 2 * n * feats * dv  # φkᵀV, φq S, prefix sum
-            core = intra + states
+        core = linear_core_flops(seq_len, feats, dv, causal=self.causal, chunk=self.chunk_size)
         return self.projection_flops(seq_len) + maps + H * core
+
+    def counted_flops(self, seq_len: int) -> int:
+        feats, dv = self.feature_map.out_dim, self.head_dim + 1
+        hidden = linear_uncounted_flops(
+            seq_len, feats, dv, causal=self.causal, chunk=self.chunk_size
+        )
+        return self.flops(seq_len) - self.heads * hidden
