@@ -452,6 +452,36 @@ def standalone_budget(args: argparse.Namespace, task: Task) -> dict[str, str]:
     }
 
 
+def time_estimate(
+    args: argparse.Namespace,
+    cfg: DictConfig,
+    space: SearchSpace,
+    task: Task,
+    head: HeadSpec,
+    archs: list[tuple[str, Arch]],
+    results: dict[int, dict],
+) -> tuple[list[float], float]:
+    """Estimated seconds of each stand-alone training (0 where ``results`` has it already) and of
+    the whole run, logged."""
+    est_super, est_each = estimate(
+        space,
+        task,
+        head,
+        archs,
+        0 if args.supernet else args.supernet_steps,
+        args.standalone_steps,
+        args.standalone_batch,
+        cfg.train,
+    )
+    est_each = [0.0 if i in results else t for i, t in enumerate(est_each)]
+    est_alone = sum(est_each) / min(args.workers, len(archs))  # wall time, one core per worker
+    log(
+        f"{len(archs)} archs; estimated time (machine as loaded now): supernet {est_super / 60:.1f} min, "
+        f"stand-alone {est_alone / 60:.1f} min with {args.workers} worker(s), total {(est_super + est_alone) / 60:.1f} min"
+    )
+    return est_each, est_super + est_alone
+
+
 def prepare(args: argparse.Namespace) -> dict:
     """The composed config, space and task, the chosen archs, the stand-alone results reused from
     ``--standalone-from`` and the time estimate (logged); everything ``measure`` starts from."""
@@ -480,23 +510,7 @@ def prepare(args: argparse.Namespace) -> dict:
     }
     if args.standalone_from:
         log(f"{len(results)} of {len(archs)} stand-alone results taken from {args.standalone_from}")
-
-    est_super, est_each = estimate(
-        space,
-        task,
-        head,
-        archs,
-        0 if args.supernet else args.supernet_steps,
-        args.standalone_steps,
-        args.standalone_batch,
-        cfg.train,
-    )
-    est_each = [0.0 if i in results else t for i, t in enumerate(est_each)]
-    est_alone = sum(est_each) / min(args.workers, len(archs))  # wall time, one core per worker
-    log(
-        f"{len(archs)} archs; estimated time (machine as loaded now): supernet {est_super / 60:.1f} min, "
-        f"stand-alone {est_alone / 60:.1f} min with {args.workers} worker(s), total {(est_super + est_alone) / 60:.1f} min"
-    )
+    est_each, estimated = time_estimate(args, cfg, space, task, head, archs, results)
     return dict(
         out=out,
         cfg=cfg,
@@ -507,7 +521,7 @@ def prepare(args: argparse.Namespace) -> dict:
         reused=reused,
         results=results,
         est_each=est_each,
-        estimated=est_super + est_alone,
+        estimated=estimated,
         load0=load0,
         begin=begin,
     )
