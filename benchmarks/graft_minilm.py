@@ -57,6 +57,24 @@ def verdict(plan: str, fid: dict) -> str:
     return f"{'pass' if ok else 'FAIL'} ({goal})"
 
 
+TEXTS = {  # text.source / report.ood_source values, as the table's caption names them
+    "corpus": "the shipped books in conf/corpus",
+    "pydoc": "the Python language reference in `pydoc_data`",
+}
+
+
+def caption(overrides: list[str]) -> str:
+    """What the table's in-domain and out-of-domain columns were measured on."""
+    cfg = compose_config("graft", overrides)
+    calib, ood = str(cfg.text.source), str(cfg.report.ood_source)
+    held = f"last {cfg.text.eval_fraction:.0%}"
+    return (
+        f"held-out text ({TEXTS.get(calib, calib)}: the {held} of each source, calibration "
+        f"uses the rest) and out of domain (ood: {TEXTS.get(ood, ood)}, never calibrated on; "
+        "`report.ood_source`)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plans", default=",".join(PLANS))
@@ -93,10 +111,8 @@ def main() -> None:
     )
     body = header(f"{title} (benchmarks/graft_minilm.py)", command_line())
     body += (
-        "\nMean cosine between teacher and grafted sentence embeddings on held-out text "
-        "(conf/corpus: last 20% of each book) and out of domain (ood: the Python language "
-        "reference in `pydoc_data`, never calibrated on; `report.ood_source`), Spearman of "
-        "pairwise similarities on the sentences, forward speedup host/grafted measured side by "
+        f"\nMean cosine between teacher and grafted sentence embeddings on {caption(overrides)}, "
+        "Spearman of pairwise similarities on the sentences, forward speedup host/grafted measured side by "
         "side, minutes of distillation (stage 1 + stage 2). A target holds only if it holds in "
         "and out of domain.\n\n"
         "| plan | cos sentences | cos passages | ood cos sentences | ood cos passages | spearman "
