@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from grafting import stage1, stage2
-from grafting.checkpoints import Host, load_host
+from grafting.checkpoints import Host, load_host, read_config, resolve_base
 from grafting.data import (
     batches,
     check_source,
@@ -24,6 +24,7 @@ from grafting.data import (
     split_text,
     token_windows,
 )
+from grafting.families import get_family
 from grafting.io import save
 from grafting.plan import GraftPlan, load_plan
 from grafting.report import (
@@ -118,6 +119,19 @@ def read_plan(name_or_path: Any) -> GraftPlan:
         return load_plan(name_or_path)
 
 
+DEFAULT_PLANS = {False: "linear_50", True: "hybrid_swa_linear_50"}  # by host: encoder, decoder
+
+
+def default_plan(base: Any) -> str:
+    """The plan ``plan=null`` means for ``base``: ``linear_50`` for an encoder (the cheapest plan
+    that meets its targets on all-MiniLM-L6-v2 in domain) and ``hybrid_swa_linear_50`` for a
+    decoder (the most quality recovered per CPU-minute on SmolLM2-135M); the numbers behind
+    both: BENCHMARKS.md ``graft_minilm`` and ``graft_llm``."""
+    with user_input(f"base={base}"):
+        family = get_family(read_config(resolve_base(base)))
+    return DEFAULT_PLANS[bool(family.causal)]
+
+
 def default_out(cfg: dict[str, Any]) -> Path:
     name = Path(str(cfg["plan"])).stem
     return Path(cfg.get("out") or f"runs/graft-{name}")
@@ -130,6 +144,8 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     seed = int(cfg.get("seed", 0))
     check_settings(cfg)
     check_text_settings(cfg)
+    if cfg.get("plan") is None:
+        cfg["plan"] = default_plan(cfg["base"])
     torch.manual_seed(seed)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))

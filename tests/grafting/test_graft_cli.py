@@ -40,11 +40,11 @@ TINY = [
 ]
 
 
-@pytest.mark.parametrize("family,plan", [("bert", "hybrid_swa_linear_50"), ("llama", "linear_50")])
+@pytest.mark.parametrize("family,plan", [("bert", "hybrid_swa_linear_50"), ("llama", None)])
 def test_cli_end_to_end(tiny_models, text_file, tmp_path, capsys, family, plan):
     out = tmp_path / "out"
-    argv = [f"base={tiny_models[family]}", f"plan={plan}", f"out={out}", f"text.source={text_file}"]
-    assert main(argv + TINY) == 0
+    argv = [f"base={tiny_models[family]}", f"out={out}", f"text.source={text_file}"]
+    assert main(argv + ([f"plan={plan}"] if plan else []) + TINY) == 0
     printed = capsys.readouterr().out
     assert "speedup" in printed and "params" in printed
     report = json.loads((out / "report.json").read_text())
@@ -56,6 +56,8 @@ def test_cli_end_to_end(tiny_models, text_file, tmp_path, capsys, family, plan):
         assert report["fidelity"]["ood_windows"]["n"] == 2
         assert set(report["sample"]) == {"prompt", "host", "grafted"}
         assert "sample, greedy after" in printed
+    if plan is None:  # the decoders' default plan
+        assert load_plan(out / "plan.yaml").name == "hybrid_swa_linear_50"
     key = "mean_cosine" if family == "bert" else "top1_agree"
     assert all(key in v for v in report["fidelity"].values())
     assert report["text"]["ood_source"] == "pydoc"
@@ -237,3 +239,10 @@ def test_reload_in_a_fresh_process_is_identical(tiny_models, tmp_path):
                 )
                 assert torch.equal(got["tokens"], tokens), family
         torch.testing.assert_close(got["y"][real], y[real], rtol=0, atol=1e-6, msg=family)
+
+
+def test_default_plan_depends_on_the_host(tiny_models):
+    from grafting.pipeline import default_plan
+
+    assert default_plan(tiny_models["bert"]) == "linear_50"
+    assert {default_plan(tiny_models[f]) for f in ("gpt2", "llama")} == {"hybrid_swa_linear_50"}
