@@ -188,14 +188,18 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
         past = state.linear  # S over keys outside every window
         k, v, valid, kept = append_kv(state.window, k, v, padding_mask, keep=self.window - 1)
         k, v = self.expand_kv(k), self.expand_kv(v)  # (B, H, S, hd): cached keys, then new ones
-        fq, fk = self.feature_map(q), self.feature_map(k)  # (B, H, T, F), (B, H, S, F)
         v1 = with_ones(v)  # (B, H, S, hd + 1)
         S = k.shape[2]
-        not_sink = torch.ones(1, S, dtype=torch.bool, device=x.device)
+        # Only the first `gone` keys leave the window cache now, and only they can be outside a
+        # query's window in this call: the linear part needs their features alone (one key per
+        # decoded token), not the whole window's.
+        gone = max(S - max(self.window - 1, 0), 0)
+        not_sink = torch.ones(1, gone, dtype=torch.bool, device=x.device)
         if self.sinks:  # k's first key is the sequence's key number seen + T - S
-            not_sink = (torch.arange(S, device=x.device) + seen + T - S >= self.sinks)[None]
-        real = (valid & not_sink)[:, None, :, None].to(fk.dtype)  # linear part: real, no sinks
-        fk, v1l = fk * real, v1 * real
+            not_sink = (torch.arange(gone, device=x.device) + seen + T - S >= self.sinks)[None]
+        real = (valid[:, :gone] & not_sink)[:, None, :, None].to(v1.dtype)  # real, no sinks
+        fq, fk = self.feature_map(q), self.feature_map(k[:, :, :gone])  # (B,H,T,F), (B,H,gone,F)
+        fk, v1l = fk * real, v1[:, :, :gone] * real
         qpos = torch.arange(S - T, S, device=x.device)[:, None]  # (T, 1)
         kpos = torch.arange(S, device=x.device)[None]  # (1, S)
         earlier = kpos <= qpos
@@ -214,11 +218,12 @@ class SlidingWindowLinearAttention(SlidingWindowAttention):
             sv1 = with_ones(sv)
             y = (gamma * torch.exp(sink_scores - m) * far) @ sv1
         sm = torch.exp(scores - m) * band  # exp(s - m) in the window
-        outside = (earlier & (kpos <= qpos - self.window)).to(fk.dtype)  # (T, S)
-        y = y + (gamma * sm) @ v1 + ((fq @ fk.transpose(-1, -2)) * outside) @ v1l
+        y = y + (gamma * sm) @ v1
+        if gone > 0:  # leaving keys outside a query's window: linear part
+            outside = (earlier & (kpos <= qpos - self.window))[:, :gone].to(fk.dtype)  # (T, gone)
+            y = y + ((fq @ fk.transpose(-1, -2)) * outside) @ v1l
         if past is not None:
             y = y + fq @ past  # keys that left the window cache before these queries
-        gone = S - max(self.window - 1, 0)  # keys that leave the window cache now
         if gone > 0:
             fresh = fk[:, :, :gone].transpose(-1, -2) @ v1l[:, :, :gone]  # (B, H, F, hd + 1)
             past = fresh if past is None else past + fresh
