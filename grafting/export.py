@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 from common.atomic import atomic_dir
 from common.export_folder import CARD, RECORD, REFERENCE, check_out, write_record, write_reference
 from search_spaces.checks import check_int, parse_shape
-from search_spaces.cli import UsageError, import_plugins, run_cli
+from search_spaces.cli import UsageError, import_modules, import_plugins, run_cli
 from search_spaces.registry import plugin_modules
 
 SOURCE_WEIGHTS = (
@@ -230,7 +230,7 @@ def export(cfg: DictConfig, argv: Sequence[str] = ()) -> int:
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     run = check_run(cfg.run)
-    import_plugins({"plugins": run_plugins(run)})
+    import_modules(run_plugins(run))
     out = check_out(
         cfg.out, overwrite=cfg.overwrite, source=run, source_name="graft folder", error=UsageError
     )

@@ -59,7 +59,12 @@ def compose_config(config_name: str, argv: Sequence[str]) -> DictConfig:
 
 def import_plugins(cfg: DictConfig) -> None:
     """Import the user's modules listed in ``plugins`` (their operators register on import)."""
-    for module in cfg.get("plugins") or []:
+    import_modules(cfg.get("plugins") or [])
+
+
+def import_modules(modules: Sequence[str]) -> None:
+    """Import ``modules`` by name; ``UsageError`` naming the first that cannot be imported."""
+    for module in modules:
         try:
             importlib.import_module(module)
         except ImportError as e:
@@ -164,6 +169,7 @@ __all__ = [
     "USER_ERRORS",
     "UsageError",
     "compose_config",
+    "import_modules",
     "import_plugins",
     "run_cli",
     "space_from_config",
