@@ -15,6 +15,9 @@ supernet is also compared with the second run and with the mean of both (a less 
 Below the table: what a perfect ranker (one that knows the true order) could expect against one
 stand-alone run, if the run-to-run noise were Gaussian and as large as measured here
 (``perfect_ranker``): the target τ is worth setting only where that is comfortably above it.
+Then, per mixer type, the signal a ranker must resolve (the spread of the archs' stand-alone
+results) against the supernet's error, and whether two supernets make the same errors
+(``within_type_errors``).
 
 ``--second-from CSV`` takes the second runs from a previous ``ranking_ceiling.csv`` (same archs,
 same first results, same seed) instead of training them again, so that a new supernet's scores in
@@ -150,6 +153,75 @@ def target_line(label: str, stats: list[dict], key: str, target: float) -> str:
     return f"- {label}: τ **{value:.3f}**: {verdict} (target ≥ {target})"
 
 
+def within_type_errors(pairs: list[dict], others: list[list[dict]], n_boot: int) -> dict:
+    """Why within-type τ is what it is, in bits (or the task's unit): per mixer type, the RMS
+    spread of the archs' mean stand-alone results around the type's mean (the signal a ranker
+    must resolve), the RMS noise of that mean (half the seed-to-seed difference), and the RMS of
+    each supernet's error (inherited minus the stand-alone mean, which carries that noise too),
+    centred per type (an offset common to a type changes no order within it), averaged over the
+    supernets. ``agreement`` is the first two supernets' Kendall τ with each other
+    (``ranking_stats``): far above their τ with stand-alone training, their errors are systematic,
+    and more supernet seeds would not average them away."""
+    mean = np.array([(p["first"] + p["second"]) / 2 for p in pairs])
+    noise = np.array([(p["second"] - p["first"]) / 2 for p in pairs])
+    scores = [np.array([p["inherited"] for p in pairs])]
+    scores += [np.array([float(r["inherited"]) for r in other]) for other in others]
+    types = np.array([p["type"] for p in pairs])
+    rms = lambda x: float(np.sqrt(np.mean(np.square(x))))  # noqa: E731
+    centred = [np.zeros(len(pairs)) for _ in scores]
+    per_type = {}
+    for t in sorted(set(types)):
+        idx = types == t
+        for c, score in zip(centred, scores, strict=True):
+            err = score[idx] - mean[idx]
+            c[idx] = err - err.mean()
+        per_type[t] = dict(
+            archs=int(idx.sum()),
+            spread=rms(mean[idx] - mean[idx].mean()),
+            noise=rms(noise[idx]),
+            error=float(np.mean([rms(c[idx]) for c in centred])),
+        )
+    agreement = None
+    if len(scores) > 1:
+        ranked = [
+            dict(type=t, inherited=x, standalone=y)
+            for t, x, y in zip(types, scores[0], scores[1], strict=True)
+        ]
+        agreement = ranking_stats(ranked, n_boot, 0)
+    return dict(per_type=per_type, agreement=agreement, supernets=len(scores))
+
+
+def render_errors(errors: dict) -> str:
+    """``within_type_errors`` as a Markdown table and a line on the errors' agreement."""
+    lines = [
+        "Within a type, signal against error (RMS around the type's mean, in the metric's unit; "
+        f"supernet error averaged over {errors['supernets']} supernet(s), `within_type_errors`):",
+        "",
+        "| type | archs | stand-alone spread | noise of the mean of two runs | supernet error "
+        "| spread / error |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for t, e in errors["per_type"].items():
+        ratio = e["spread"] / e["error"] if e["error"] else math.inf
+        lines.append(
+            f"| {t} | {e['archs']} | {e['spread']:.4f} | {e['noise']:.4f} | {e['error']:.4f} "
+            f"| {ratio:.2f} |"
+        )
+    agree = errors["agreement"]
+    if agree is not None:
+        lines += [
+            "",
+            "The first two supernets against each other: Kendall τ "
+            f"**{agree['all'][0]:.3f}** over all archs, **{agree['within'][0]:.3f}** mean within a "
+            "type (90% intervals "
+            f"[{agree['all'][1]:.3f}, {agree['all'][2]:.3f}] and "
+            f"[{agree['within'][1]:.3f}, {agree['within'][2]:.3f}]). Where this is far above "
+            "their τ with stand-alone training, both misjudge the same archs the same way: a "
+            "systematic error of weight sharing, which more supernet seeds do not average away.",
+        ]
+    return "\n".join(lines)
+
+
 def job(row: dict, seed: int, threads: int) -> dict:
     """The stand-alone training of ``row``'s arch with its budget and another seed."""
     val = row["val_batches"]
@@ -273,7 +345,8 @@ def measure(args: argparse.Namespace) -> dict:
     ]
     seed0 = ", ".join(sorted({r["seed"] for r in rows}))
     columns = tau_columns(pairs, others, args.seed, seed0, args.bootstrap)
-    return dict(rows=rows, pairs=pairs, seed0=seed0, columns=columns)
+    errors = within_type_errors(pairs, others, args.bootstrap)
+    return dict(rows=rows, pairs=pairs, seed0=seed0, columns=columns, errors=errors)
 
 
 def write_pairs(out: Path, pairs: list[dict]) -> None:
@@ -366,6 +439,7 @@ def render(res: dict, args: argparse.Namespace) -> str:
             render_table(columns, len(pairs)),
             render_verdicts(columns),
             render_perfect(columns, len(pairs)),
+            render_errors(res["errors"]),
         ]
     )
 
