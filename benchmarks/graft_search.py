@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 from benchmarks.common import command_line, header, write_section  # noqa: E402
-from benchmarks.ranking import bootstrap, tau  # noqa: E402
+from benchmarks.rank_stats import bootstrap, tau  # noqa: E402
 from search_spaces.cli import compose_config  # noqa: E402
 
 

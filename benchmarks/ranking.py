@@ -6,7 +6,7 @@
 [--workers 2] [--task-override key=value ...] [--supernet-override train.KEY=VALUE ...]
 [--finetune-steps 0] [--standalone-from CSV] [--section NAME] [--estimate] [--dry-run]``
 
-On ``efficient_attn`` / ``mqar`` (issue 3, section 4):
+On a space (``efficient_attn``) and the configured task (``charlm``; ``--task mqar`` for recall):
 
 1. Trains the space's supernet (``supernet.train.train_supernet``, the composed
    ``conf/train_supernet.yaml`` with ``--supernet-steps``), or loads one (``--supernet DIR``).
@@ -27,7 +27,8 @@ On ``efficient_attn`` / ``mqar`` (issue 3, section 4):
 ``benchmarks/results/ranking.csv``) for every arch trained there with the same budget, seed and
 task, so that another supernet is compared in minutes instead of an hour.
 
-Targets: τ ≥ 0.7 overall, ≥ 0.5 within a type. ``--estimate`` prints the time estimate (from a
+Targets: τ ≥ 0.7 overall, ≥ 0.5 within a type (``ranking_ceiling.py`` sets the stricter ones
+against the mean of two stand-alone seeds). ``--estimate`` prints the time estimate (from a
 few timed training steps of every chosen arch) and exits; ``--dry-run`` runs tiny budgets on a
 tiny task and does not write BENCHMARKS.md.
 """
@@ -43,7 +44,6 @@ import os
 import random
 import sys
 import time
-import warnings
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,7 +51,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from scipy.stats import kendalltau
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
@@ -66,6 +65,7 @@ from benchmarks._supernet_fixture import (  # noqa: E402
     run_main,
 )
 from benchmarks.common import command_line, header, write_section  # noqa: E402
+from benchmarks.rank_stats import ranking_stats  # noqa: E402
 from nas.tasks import Task  # noqa: E402
 from nas.train_arch import init_model, train_from_scratch, train_model  # noqa: E402
 from search_spaces import Arch, HeadSpec  # noqa: E402
@@ -131,60 +131,6 @@ def describe(arch: Arch) -> str:
         f"{layer.channel.name}{layer.channel.params.get('ratio', '')}" for layer in arch.layers
     )
     return f"d{arch.dim} {arch.layers[0].norm.name} {mixers} \\| {channels}"
-
-
-# -- statistics --------------------------------------------------------------------------------
-def tau(x, y) -> float:
-    """Kendall τ-b; NaN where undefined (fewer than 2 archs, or one side constant)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # scipy warns on the undefined cases; NaN says it
-        return float(kendalltau(x, y).statistic)
-
-
-def bootstrap(groups: list[np.ndarray], stat, n: int, seed: int) -> tuple[float, float, int]:
-    """90% percentile interval of ``stat(resampled groups)``, each group of indices resampled
-    with replacement on its own; resamples where ``stat`` is undefined (NaN) are dropped."""
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(n):
-        value = stat([g[rng.integers(0, len(g), len(g))] for g in groups])
-        if np.isfinite(value):
-            values.append(value)
-    if not values:
-        return float("nan"), float("nan"), 0
-    lo, hi = np.percentile(values, [5, 95])
-    return float(lo), float(hi), len(values)
-
-
-def ranking_stats(rows: list[dict], n_boot: int, seed: int) -> dict:
-    """τ overall, per type and the mean of the within-type τs, each with its interval."""
-    inh = np.array([r["inherited"] for r in rows])
-    alone = np.array([r["standalone"] for r in rows])
-    types = sorted({r["type"] for r in rows if r["type"] != "mixed"})
-    by_type = {t: np.array([i for i, r in enumerate(rows) if r["type"] == t]) for t in types}
-    with np.errstate(all="ignore"):
-        out = {
-            "all": (
-                tau(inh, alone),
-                *bootstrap(
-                    [np.arange(len(rows))], lambda g: tau(inh[g[0]], alone[g[0]]), n_boot, seed
-                ),
-            )
-        }
-        for t, idx in by_type.items():
-            out[t] = (
-                tau(inh[idx], alone[idx]),
-                *bootstrap([idx], lambda g: tau(inh[g[0]], alone[g[0]]), n_boot, seed),
-            )
-
-        def mean_tau(groups) -> float:
-            taus = [tau(inh[g], alone[g]) for g in groups]
-            taus = [t for t in taus if np.isfinite(t)]
-            return float(np.mean(taus)) if taus else float("nan")
-
-        groups = list(by_type.values())
-        out["within"] = (mean_tau(groups), *bootstrap(groups, mean_tau, n_boot, seed))
-    return out
 
 
 # -- time estimate -----------------------------------------------------------------------------

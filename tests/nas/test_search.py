@@ -88,6 +88,7 @@ def test_search_writes_the_report_and_resumes(tmp_path, capsys) -> None:
         assert r["beats_baseline"] == str(beats)
     out = capsys.readouterr().out
     assert "architecture" in out and "base" in out
+    assert f"python -m nas.export run={run} trials=pareto retrain=true" in out
 
     # the same command with a larger budget continues the study and reuses the supernet
     run_search(compose(tiny(tmp_path, trials=6)))
