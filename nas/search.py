@@ -317,8 +317,8 @@ def report(study: optuna.Study, scorer: Scorer, cfg: DictConfig, run: RunDir) ->
         )
     print(f"results in {run.path}/ (pareto.csv, pareto/, pareto.png, pareto.html, run.json)")
     print(
-        "scores use shared weights: they tell token-mixer types apart better than archs of one "
-        "type (README, 'The default task and budget'); train the members you consider from "
+        "scores use shared weights: on charlm they tell token-mixer types apart better than archs "
+        "of one type (README, 'The default task and budget'); train the members you consider from "
         f"scratch before choosing: python -m nas.export run={run.path} trials=pareto "
         "retrain=true finetune_steps=400 out=DIR"
     )
